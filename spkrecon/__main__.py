@@ -1,0 +1,3 @@
+from spkrecon.cli import main
+
+main()

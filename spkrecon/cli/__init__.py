@@ -1,0 +1,5 @@
+"""Command-line interface (typer). Importing it must not import torch."""
+
+from spkrecon.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,183 @@
+"""What every command shares: error mapping, consoles, progress bars, option types."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from spkrecon.errors import SpkreconError
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATE = {"debug": bool(os.environ.get("SPKRECON_DEBUG"))}
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` on stderr; return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False,
+                      soft_wrap=True)
+    return typer.Exit(code)
+
+
+def guarded(fn: F) -> F:
+    """Turn library errors into one line and an exit code (a traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except SpkreconError as exc:
+            if STATE["debug"]:
+                traceback.print_exc()
+            raise fail(_escape(str(exc)), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; unfinished output was removed", 130) from None
+        except MemoryError:
+            raise fail("out of memory; try a smaller --batch or frame range", 1) from None
+        except OSError as exc:
+            if STATE["debug"]:
+                traceback.print_exc()
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            raise fail(_escape(f"{exc.strerror or exc}{where}"), 1) from None
+        except Exception as exc:  # noqa: BLE001 - last line of defence
+            if STATE["debug"]:
+                raise
+            raise fail(_escape(f"internal error: {type(exc).__name__}: {exc}") +
+                       " (run again with --debug for the traceback and report it)", 70) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def info(message: str) -> None:
+    """A status line on stderr (stdout stays clean for --json)."""
+    err_console.print(message, markup=True, highlight=False, soft_wrap=True)
+
+
+def progress(items: Iterable[Any], total: int, label: str, enabled: bool = True,
+             unit: str = "fr") -> Iterator[Any]:
+    """Iterate ``items`` while showing a rich progress bar on stderr."""
+    if not enabled or os.environ.get("SPKRECON_PROGRESS") == "0":
+        yield from items
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False,
+                  disable=not enabled) as bar:
+        task = bar.add_task(label, total=total, rate="")
+        import time
+
+        t0 = time.perf_counter()
+        done = 0
+        for item in items:
+            yield item
+            done += 1
+            dt = time.perf_counter() - t0
+            bar.update(task, advance=1, rate=f"{done / dt:.0f} {unit}/s" if dt > 0 else "")
+
+
+# -- shared option types -----------------------------------------------------------------
+Height = Annotated[int, typer.Option("--height", help="Frame height of a .dat recording.",
+                                     rich_help_panel="Recording")]
+Width = Annotated[int, typer.Option("--width", help="Frame width of a .dat recording.",
+                                    rich_help_panel="Recording")]
+CropHeader = Annotated[bool, typer.Option(
+    "--crop-header", help="Drop the 16 header columns on the right of 416-wide captures.",
+    rich_help_panel="Recording")]
+Layout = Annotated[str, typer.Option(
+    "--layout", help="Axis order of .npy/.npz input: auto, thw or hwt.",
+    rich_help_panel="Recording")]
+Flip = Annotated[bool, typer.Option("--flip", help="Flip .npy/.npz frames vertically.",
+                                    rich_help_panel="Recording")]
+Start = Annotated[int | None, typer.Option(
+    "--start", help="First frame (0-based; negative counts from the end).",
+    rich_help_panel="Frames")]
+End = Annotated[int | None, typer.Option(
+    "--end", help="Stop before this frame (exclusive; negative counts from the end).",
+    rich_help_panel="Frames")]
+Stride = Annotated[int, typer.Option("--stride", min=1, help="Reconstruct every N-th frame.",
+                                     rich_help_panel="Frames")]
+Method = Annotated[str, typer.Option(
+    "--method", "-m", help="Reconstruction method (see 'spkrecon methods'); auto picks the "
+    "best available.", rich_help_panel="Method")]
+Window = Annotated[int | None, typer.Option(
+    "--window", "-w", help="Temporal window in frames (methods that take one).",
+    rich_help_panel="Method")]
+Alpha = Annotated[float, typer.Option(
+    "--alpha", help="Conversion rate: spikes per readout at full intensity (0.6 in "
+    "simulated data).", rich_help_panel="Method")]
+Params = Annotated[list[str] | None, typer.Option(
+    "--param", "-p", help="Method parameter KEY=VALUE (repeatable).", rich_help_panel="Method")]
+Weights = Annotated[str | None, typer.Option(
+    "--weights", help="Network weights: a file or a name (see 'spkrecon weights list').",
+    rich_help_panel="Method")]
+Device = Annotated[str | None, typer.Option(
+    "--device", help="auto, cpu or cuda[:N] (network methods).", rich_help_panel="Method")]
+Precision = Annotated[str | None, typer.Option(
+    "--precision", help="fp32, bf16 or fp16 (network methods).", rich_help_panel="Method")]
+Tonemap = Annotated[str, typer.Option(
+    "--tonemap", help="auto (robust auto-exposure, real recordings), alpha (divide by alpha: "
+    "simulated data) or linear.", rich_help_panel="Display")]
+Gamma = Annotated[float | None, typer.Option(
+    "--gamma", help="Display gamma (default 1/1.5 with auto, 1 otherwise).",
+    rich_help_panel="Display")]
+Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or status lines.")]
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["window=21", "alpha=0.5"]`` -> ``{"window": 21, "alpha": 0.5}`` (numbers, bools)."""
+    from spkrecon.errors import ParameterError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"--param {item!r} is not KEY=VALUE")
+        out[key.strip().replace("-", "_")] = coerce(raw.strip())
+    return out
+
+
+def coerce(raw: str) -> Any:
+    """Parse a parameter string as int, float, bool, None or keep it as text."""
+    low = raw.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def stdout_is_clean() -> bool:
+    return not sys.stdout.isatty()

@@ -1,0 +1,281 @@
+"""The ``spkrecon`` command line: parses, calls the library, renders, maps errors."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from spkrecon import __version__
+from spkrecon.cli._common import (
+    STATE,
+    Alpha,
+    CropHeader,
+    Device,
+    End,
+    Flip,
+    Force,
+    Gamma,
+    Height,
+    Layout,
+    Method,
+    Params,
+    Precision,
+    Quiet,
+    Start,
+    Stride,
+    Tonemap,
+    Weights,
+    Width,
+    Window,
+    guarded,
+    info,
+    out_console,
+    parse_params,
+    progress,
+)
+
+app = typer.Typer(
+    name="spkrecon",
+    help="Reconstruct images and video from spike-camera (Vidar) recordings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Recording = Annotated[str, typer.Argument(
+    help="A .dat, .npy or .npz recording, or 'sample' for the bundled one.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"spkrecon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Reconstruct images and video from spike-camera (Vidar) recordings."""
+    STATE["debug"] = debug or bool(os.environ.get("SPKRECON_DEBUG"))
+
+
+def _open(recording: str, height: int, width: int, crop_header: bool, layout: str, flip: bool):
+    from spkrecon.io import open_recording
+
+    return open_recording(recording, height=height, width=width, crop_header=crop_header,
+                          layout=layout, flip=flip)  # type: ignore[arg-type]
+
+
+def _method(name: str, window: int | None, alpha: float, params: list[str] | None,
+            weights: str | None, device: str | None, precision: str | None, quiet: bool):
+    from spkrecon.methods import build
+
+    extra = parse_params(params)
+    for key, val in (("window", window), ("weights", weights), ("device", device),
+                     ("precision", precision)):
+        if val is not None:
+            extra[key] = val
+    method, why = build(name, alpha=alpha, **extra)
+    if why and not quiet:
+        info(why)
+    return method
+
+
+def _default_output(recording: str, suffix: str) -> Path:
+    return Path(Path(recording).stem + suffix)
+
+
+@app.command("info")
+@guarded
+def info_cmd(
+    recording: Recording,
+    rate: Annotated[float, typer.Option("--rate", help="Readout rate in Hz, for durations.")
+                    ] = 40000.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    height: Height = 250, width: Width = 400, crop_header: CropHeader = False,
+    layout: Layout = "auto", flip: Flip = False, quiet: Quiet = False,
+) -> None:
+    """Resolution, frame count, duration and firing-rate statistics of a recording."""
+    from spkrecon.stats import recording_stats
+
+    src = _open(recording, height, width, crop_header, layout, flip)
+    chunks = max(1, -(-src.num_frames // 256))
+    stats = recording_stats(
+        src, rate, chunk=256,
+        wrap=lambda it: progress(it, chunks, "scanning", enabled=not quiet and not as_json,
+                                 unit="chunk"))
+    stats["path"] = str(recording)
+    if as_json:
+        typer.echo(json.dumps(stats, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("recording", stats["path"]),
+        ("resolution", f"{stats['height']} x {stats['width']} (H x W)"),
+        ("frames", f"{stats['frames']}"),
+        ("duration", f"{stats['duration_s'] * 1e3:.2f} ms at {rate:g} Hz"),
+        ("mean firing rate", f"{stats['mean_rate']:.4f} spikes/frame"),
+        ("per-pixel rate", f"min {stats['pixel_rate_min']:.3f}, p1 {stats['pixel_rate_p1']:.3f}, "
+         f"median {stats['pixel_rate_median']:.3f}, p99 {stats['pixel_rate_p99']:.3f}, "
+         f"max {stats['pixel_rate_max']:.3f}"),
+        ("per-frame rate", f"min {stats['frame_rate_min']:.4f}, max {stats['frame_rate_max']:.4f}"),
+        ("silent pixels", f"{stats['silent_pixels']} (never fire)"),
+        ("saturated pixels", f"{stats['saturated_pixels']} (fire in every frame)"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    out_console.print(table)
+
+
+@app.command()
+@guarded
+def video(
+    recording: Recording,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .mp4 "
+                      "(default: the recording's name with .mp4, here).")] = None,
+    method: Method = "auto", window: Window = None, alpha: Alpha = 0.6, param: Params = None,
+    weights: Weights = None, device: Device = None, precision: Precision = None,
+    tonemap: Tonemap = "auto", gamma: Gamma = None,
+    start: Start = None, end: End = None, stride: Stride = 1,
+    fps: Annotated[float, typer.Option("--fps", help="Playback frames per second.")] = 30.0,
+    crf: Annotated[int, typer.Option("--crf", help="H.264 quality: 0 lossless .. 51 worst.")
+                   ] = 18,
+    height: Height = 250, width: Width = 400, crop_header: CropHeader = False,
+    layout: Layout = "auto", flip: Flip = False, force: Force = False, quiet: Quiet = False,
+) -> None:
+    """Reconstruct a recording into an H.264 MP4 video."""
+    from spkrecon.export import VideoWriter
+    from spkrecon.pipeline import output_indices, reconstruct
+    from spkrecon.tonemap import ToneMapper
+
+    src = _open(recording, height, width, crop_header, layout, flip)
+    rec = _method(method, window, alpha, param, weights, device, precision, quiet)
+    indices = output_indices(src, rec, start, end, stride)
+    mapper = ToneMapper(tonemap, alpha=alpha, gamma=gamma)
+    out = output or _default_output(recording, ".mp4")
+    with VideoWriter(out, fps=fps, crf=crf, force=force) as writer:
+        frames = reconstruct(src, rec, indices, mapper)
+        for _, image in progress(frames, len(indices), rec.name, enabled=not quiet):
+            writer.write(image)
+    if not quiet:
+        info(f"wrote {writer.path} ({writer.frames_written} frames, {src.width}x{src.height}, "
+             f"{fps:g} fps, {rec.name})")
+
+
+@app.command()
+@guarded
+def frames(
+    recording: Recording,
+    output: Annotated[Path, typer.Option("--output", "-o", help="A folder for PNG frames, or "
+                      "a .npy file for one float32 (N, H, W) stack.")],
+    bit_depth: Annotated[int, typer.Option("--bit-depth", help="PNG bit depth: 8 or 16.")] = 8,
+    method: Method = "auto", window: Window = None, alpha: Alpha = 0.6, param: Params = None,
+    weights: Weights = None, device: Device = None, precision: Precision = None,
+    tonemap: Tonemap = "auto", gamma: Gamma = None,
+    start: Start = None, end: End = None, stride: Stride = 1,
+    height: Height = 250, width: Width = 400, crop_header: CropHeader = False,
+    layout: Layout = "auto", flip: Flip = False, force: Force = False, quiet: Quiet = False,
+) -> None:
+    """Reconstruct frames into a folder of PNGs (8 or 16 bit) or a .npy stack."""
+    from spkrecon.export import NpyStackWriter, PngFolderWriter
+    from spkrecon.pipeline import output_indices, reconstruct
+    from spkrecon.tonemap import ToneMapper
+
+    src = _open(recording, height, width, crop_header, layout, flip)
+    rec = _method(method, window, alpha, param, weights, device, precision, quiet)
+    indices = output_indices(src, rec, start, end, stride)
+    mapper = ToneMapper(tonemap, alpha=alpha, gamma=gamma)
+    meta: dict[str, Any] = {"recording": str(recording), "method": rec.name,
+                            "params": rec.params(), "tonemap": tonemap, "gamma": mapper.gamma,
+                            "indices": [indices.start, indices.stop, indices.step]}
+    writer = (NpyStackWriter(output, len(indices), src.height, src.width, force=force)
+              if output.suffix.lower() == ".npy"
+              else PngFolderWriter(output, bit_depth=bit_depth, force=force, metadata=meta))
+    with writer:
+        for idx, image in progress(reconstruct(src, rec, indices, mapper), len(indices),
+                                   rec.name, enabled=not quiet):
+            writer.write(idx, image)
+    if not quiet:
+        info(f"wrote {len(indices)} frames to {output} ({rec.name})")
+
+
+@app.command()
+@guarded
+def methods(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """List the reconstruction methods and their parameters."""
+    import inspect
+
+    from spkrecon.methods import available, get_class
+
+    rows = []
+    for name in available():
+        try:
+            cls = get_class(name)
+        except ImportError as exc:  # a method whose optional dependency is missing
+            rows.append({"name": name, "summary": f"unavailable: {exc}", "params": {}})
+            continue
+        params: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name != "self" and p.default is not p.empty:
+                    params[p.name] = p.default
+        rows.append({"name": name, "summary": cls.summary, "params": params})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title="Reconstruction methods (--method NAME; 'auto' picks the best "
+                  "available)")
+    table.add_column("name", style="bold cyan")
+    table.add_column("what it does")
+    table.add_column("parameters (defaults)")
+    for r in rows:
+        table.add_row(r["name"], r["summary"],
+                      ", ".join(f"{k}={v}" for k, v in r["params"].items()))
+    out_console.print(table)
+
+
+# Commands that live in their own modules; mounted lazily so `--help` stays fast.
+_EXTERNAL: list[tuple[str, str, str]] = [
+    # (kind, name, "module:attr"); kind "command" or "group"
+]
+
+
+def _mount() -> None:
+    for kind, name, target in _EXTERNAL:
+        module, attr = target.split(":")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        if kind == "group":
+            app.add_typer(obj, name=name)
+        else:
+            app.command(name)(guarded(obj))
+
+
+_mount()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,47 @@
+"""Shared fixtures: ../shared data (skipped when absent) and small synthetic recordings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(os.environ.get("SPKRECON_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder; tests that need it skip when it is absent."""
+    if not (SHARED / "data").is_dir():
+        pytest.skip("../shared data is not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def reds_dir(shared_dir: Path) -> Path:
+    d = shared_dir / "data" / "spikes" / "reds_sim"
+    if not d.is_dir():
+        pytest.skip("../shared/data/spikes/reds_sim is not present")
+    return d
+
+
+def rate_spikes(intensity: np.ndarray, frames: int, alpha: float = 0.6, seed: int = 0) -> np.ndarray:
+    """Integrate-and-fire spikes ``(T, H, W)`` uint8 of a still ``(H, W)`` intensity in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    acc = rng.random(intensity.shape)
+    out = np.zeros((frames, *intensity.shape), np.uint8)
+    for t in range(frames):
+        acc += alpha * intensity
+        fired = acc >= 1.0
+        acc[fired] -= 1.0
+        out[t] = fired
+    return out
+
+
+@pytest.fixture
+def gradient_spikes() -> tuple[np.ndarray, np.ndarray]:
+    """A horizontal gradient 0.1..0.9 on 24x32, 120 frames: (spikes, intensity)."""
+    intensity = np.tile(np.linspace(0.1, 0.9, 32, dtype=np.float64), (24, 1))
+    return rate_spikes(intensity, 120), intensity.astype(np.float32)
