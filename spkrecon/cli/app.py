@@ -153,6 +153,8 @@ def video(
     fps: Annotated[float, typer.Option("--fps", help="Playback frames per second.")] = 30.0,
     crf: Annotated[int, typer.Option("--crf", help="H.264 quality: 0 lossless .. 51 worst.")
                    ] = 18,
+    preset: Annotated[str, typer.Option("--preset", help="x264 speed/size preset "
+                      "(ultrafast .. veryslow).")] = "veryfast",
     height: Height = 250, width: Width = 400, crop_header: CropHeader = False,
     layout: Layout = "auto", flip: Flip = False, force: Force = False, quiet: Quiet = False,
 ) -> None:
@@ -166,7 +168,7 @@ def video(
     indices = output_indices(src, rec, start, end, stride)
     mapper = ToneMapper(tonemap, alpha=alpha, gamma=gamma)
     out = output or _default_output(recording, ".mp4")
-    with VideoWriter(out, fps=fps, crf=crf, force=force) as writer:
+    with VideoWriter(out, fps=fps, crf=crf, force=force, preset=preset) as writer:
         frames = reconstruct(src, rec, indices, mapper)
         for _, image in progress(frames, len(indices), rec.name, enabled=not quiet):
             writer.write(image)
@@ -257,6 +259,12 @@ def methods(
 # Commands that live in their own modules; mounted lazily so `--help` stays fast.
 _EXTERNAL: list[tuple[str, str, str]] = [
     # (kind, name, "module:attr"); kind "command" or "group"
+    ("command", "score", "spkrecon.cli.score:score"),
+    ("command", "compare", "spkrecon.cli.score:compare"),
+    ("command", "simulate", "spkrecon.cli.simulate:simulate"),
+    ("group", "dataset", "spkrecon.cli.simulate:dataset_app"),
+    ("group", "weights", "spkrecon.cli.weights:app"),
+    ("command", "train", "spkrecon.cli.train:train"),
 ]
 
 

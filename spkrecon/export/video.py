@@ -22,12 +22,19 @@ class VideoWriter:
     is removed.
     """
 
+    PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+               "slower", "veryslow")
+
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 18,
-                 force: bool = False) -> None:
+                 force: bool = False, preset: str = "veryfast") -> None:
         if not 0 < fps <= 1000:
             raise ParameterError(f"fps must be in (0, 1000], got {fps}")
         if not 0 <= crf <= 51:
             raise ParameterError(f"crf must be in 0..51, got {crf}")
+        if preset not in self.PRESETS:
+            raise ParameterError(f"unknown x264 preset '{preset}'",
+                                 f"use one of {', '.join(self.PRESETS)}")
+        self.preset = preset
         if Path(path).suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
             raise ParameterError(f"{path}: the video name must end in .mp4 (or .mkv/.mov)")
         self.fps, self.crf = fps, crf
@@ -47,7 +54,7 @@ class VideoWriter:
             str(self._tmp), (w + self._pad[1], h + self._pad[0]), fps=self.fps,
             codec="libx264", pix_fmt_in="gray", pix_fmt_out="yuv420p", macro_block_size=1,
             quality=None, ffmpeg_log_level="error",
-            output_params=["-crf", str(self.crf), "-preset", "fast", "-movflags", "+faststart"])
+            output_params=["-crf", str(self.crf), "-preset", self.preset, "-movflags", "+faststart"])
         self._gen.send(None)
 
     def write(self, frame: np.ndarray) -> None:
