@@ -16,6 +16,8 @@ from spkrecon.methods.base import Reconstructor
 _REGISTRY: dict[str, str] = {
     "tfp": "spkrecon.methods.tfp:TFP",
     "tfi": "spkrecon.methods.tfi:TFI",
+    "tvs": "spkrecon.methods.tvs:TVS",
+    "tfstp": "spkrecon.methods.tfstp:TFSTP",
 }
 _CACHE: dict[str, type[Reconstructor]] = {}
 
