@@ -1,31 +1,76 @@
-"""PLACEHOLDER (to be replaced by the simulator's version): writes spkrecon/data/sample.dat.
+"""Regenerate the bundled sample: ``spkrecon/data/sample.dat`` and ``sample_gt.png``.
 
-A 250x400, 240-frame recording of a bright ellipse passing over a sinusoidal texture,
-integrate-and-fire with alpha 0.6, seed 0.
+A procedural street (``spkrecon.simulate.synthetic.sample_scene``: buildings, a sign with
+text, trees, a fence, a road) under a slow pan and zoom, with a car passing at 1 px per
+readout step and a spinning ball thrown across; 250x400, 240 readout steps, alpha 0.6,
+noise-free, seed 0. No external data. ``sample_gt.png`` is the light at the middle step (120,
+0-based), to score reconstructions against (divide rates by 0.6).
+
+    python tools/make_sample.py            # rewrite the files
+    python tools/make_sample.py --check    # verify the bundled files are reproduced exactly
 """
 
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
 from pathlib import Path
 
-import numpy as np
+DATA = Path(__file__).resolve().parents[1] / "spkrecon" / "data"
+SIZE = (250, 400)
+STEPS = 240
+SEED = 0
 
-from spkrecon.io import write_dat
+
+def build(out_dir: Path, seed: int = SEED) -> tuple[Path, Path]:
+    """Write ``sample.dat`` and ``sample_gt.png`` into ``out_dir`` (temporary names first)."""
+    import torch
+
+    from spkrecon.simulate.core import make_generator
+    from spkrecon.simulate.runner import derive_seeds, stream_to_dat, write_png
+    from spkrecon.simulate.synthetic import sample_scene
+
+    torch.set_num_threads(1)  # the same bits whatever the machine's thread count
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scene = sample_scene(seed, SIZE, STEPS)
+    _, sensor_seed = derive_seeds(seed)
+    key = STEPS // 2
+    dat, png = out_dir / "sample.dat", out_dir / "sample_gt.png"
+    tmp_dat = out_dir / f".sample.partial-{os.getpid()}.dat"
+    tmp_png = out_dir / f".sample_gt.partial-{os.getpid()}.png"
+    try:
+        stats = stream_to_dat(scene, STEPS, tmp_dat, alpha=0.6,
+                              generator=make_generator(sensor_seed), gt_steps=[key], chunk=16)
+        write_png(tmp_png, stats.gt[key])
+        os.replace(tmp_dat, dat)
+        os.replace(tmp_png, png)
+    finally:
+        tmp_dat.unlink(missing_ok=True)
+        tmp_png.unlink(missing_ok=True)
+    print(f"wrote {dat} ({dat.stat().st_size} bytes, mean rate {stats.mean_rate:.3f}) and "
+          f"{png} ({png.stat().st_size} bytes)")
+    return dat, png
 
 
-def main() -> None:
-    h, w, t = 250, 400, 240
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:h, 0:w]
-    acc = rng.random((h, w))
-    out = np.zeros((t, h, w), np.uint8)
-    for i in range(t):
-        bg = 0.3 + 0.25 * np.sin((xx + 0.5 * i) / 17.0) * np.cos(yy / 23.0)
-        car = ((xx - (40 + 1.2 * i)) ** 2 / 3600 + (yy - 150) ** 2 / 900) < 1
-        acc += 0.6 * np.where(car, 0.9, bg)
-        fired = acc >= 1
-        acc[fired] -= 1
-        out[i] = fired
-    write_dat(Path(__file__).resolve().parents[1] / "spkrecon" / "data" / "sample.dat", out)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=DATA)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--check", action="store_true",
+                        help="rebuild in a temporary folder and compare with --out-dir")
+    args = parser.parse_args(argv)
+    if not args.check:
+        build(args.out_dir, args.seed)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        dat, png = build(Path(tmp), args.seed)
+        same = all((args.out_dir / p.name).is_file()
+                   and (args.out_dir / p.name).read_bytes() == p.read_bytes() for p in (dat, png))
+    print("bundled sample reproduced exactly" if same else "bundled sample DIFFERS")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

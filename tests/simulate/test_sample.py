@@ -1,0 +1,47 @@
+"""The bundled sample recording: made by spkrecon's simulator from a procedural scene."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from spkrecon.io import open_recording, sample_path
+from spkrecon.methods.tfp import TFP
+from spkrecon.simulate import SpikeCamera, make_generator
+from spkrecon.simulate.runner import derive_seeds
+from spkrecon.simulate.synthetic import sample_scene, text_mask
+
+
+def test_bundled_sample_and_its_ground_truth() -> None:
+    src = open_recording("sample")
+    assert src.shape == (240, 250, 400)
+    assert sample_path().stat().st_size <= 4_000_000
+    gt_path = sample_path().with_name("sample_gt.png")
+    assert gt_path.stat().st_size < 150_000
+    gt = iio.imread(gt_path).astype(np.float64) / 255
+    assert gt.shape == (250, 400)
+    rate = TFP(window=41)(src.read(100, 141), [20])[0]
+    recon = np.clip(rate / 0.6, 0, 1)
+    # The top of the view (sky, roofs, the sign) barely moves: TFP recovers it closely.
+    top = np.mean((recon[:60] - gt[:60]) ** 2)
+    assert 10 * np.log10(1 / top) > 28
+    whole = np.mean((recon - gt) ** 2)
+    assert 10 * np.log10(1 / whole) > 18  # the car and the ball blur over 41 steps
+
+
+def test_sample_is_regenerated_by_the_simulator() -> None:
+    """The first steps of the bundled recording come out of ``tools/make_sample.py``'s recipe
+    (allowing for float rounding differences between platforms)."""
+    scene = sample_scene(0, (250, 400), 240)
+    cam = SpikeCamera(1, 250, 400, generator=make_generator(derive_seeds(0)[1]))
+    spikes = cam.integrate(scene.light_at(torch.arange(16, dtype=torch.float64)))[0].numpy()
+    bundled = open_recording("sample").read(0, 16).astype(bool)
+    assert np.mean(spikes == bundled) > 0.999
+
+
+def test_bitmap_font() -> None:
+    ink = text_mask("SPK 01", scale=2)
+    assert ink.shape == (14, 6 * 6 * 2)
+    assert float(ink[:, 36:48].sum()) == 0.0  # the space
+    assert float(ink.sum()) > 50
