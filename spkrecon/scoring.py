@@ -121,6 +121,12 @@ def load_image(path: str | Path) -> np.ndarray:
 def load_frames(path: str | Path) -> FrameSet:
     """A folder of images, a ``.npy`` stack or one image -> :class:`FrameSet`."""
     p = Path(path)
+    if str(path) == "sample" and not p.exists():
+        raise InputError("'sample' is a recording, not frames",
+                         "pass --method to reconstruct it first (e.g. --method tfp)")
+    if p.suffix.lower() == ".dat" and p.is_file():
+        raise InputError(f"{p} is a recording, not frames",
+                         "pass --method to reconstruct it first (e.g. --method tfp)")
     if not p.exists():
         raise InputError(f"{p} does not exist")
     if p.is_dir():

@@ -32,6 +32,7 @@ from spkrecon.cli._common import (
     Weights,
     Width,
     Window,
+    fail,
     guarded,
     info,
     out_console,
@@ -164,11 +165,13 @@ def video(
     from spkrecon.tonemap import ToneMapper
 
     src = _open(recording, height, width, crop_header, layout, flip)
+    mapper = ToneMapper(tonemap, alpha=alpha, gamma=gamma)
+    # The writer checks the output (exists, folder, name) before any slow model loading.
+    writer = VideoWriter(output or _default_output(recording, ".mp4"), fps=fps, crf=crf,
+                         force=force, preset=preset)
     rec = _method(method, window, alpha, param, weights, device, precision, quiet)
     indices = output_indices(src, rec, start, end, stride)
-    mapper = ToneMapper(tonemap, alpha=alpha, gamma=gamma)
-    out = output or _default_output(recording, ".mp4")
-    with VideoWriter(out, fps=fps, crf=crf, force=force, preset=preset) as writer:
+    with writer:
         frames = reconstruct(src, rec, indices, mapper)
         for _, image in progress(frames, len(indices), rec.name, enabled=not quiet):
             writer.write(image)
@@ -285,5 +288,23 @@ _mount()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors are one line too."""
+    usage_error = typer.BadParameter.__mro__[1]  # typer's (vendored) click UsageError
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help was shown
+            raise SystemExit(0) from None
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        err = fail(f"{_markup_escape(exc.format_message())}{hint}", exc.exit_code)
+        raise SystemExit(err.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        raise SystemExit(fail("interrupted", 130).exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _markup_escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -101,8 +101,10 @@ class DatRecording(SpikeSource):
             raise RecordingFormatError(f"{self.path} is empty", "pass a spike recording")
         if size % self._fb:
             fits = [f"{h}x{w}" for h, w in fitting_resolutions(size)]
+            whole, extra = divmod(size, self._fb)
             hint = (f"sizes that fit: {', '.join(fits)} (use --height/--width)" if fits
-                    else "the file may be truncated; no common resolution fits its size")
+                    else f"it holds {whole} whole frames and {extra} bytes more: the file may "
+                    "be truncated (no common resolution fits its size)")
             raise RecordingFormatError(
                 f"{self.path} is {size} bytes, not a whole number of {height}x{width} frames "
                 f"({self._fb} bytes each)", hint)

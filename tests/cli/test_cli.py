@@ -197,3 +197,21 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
 def test_bad_param_syntax(rec: Path) -> None:
     assert "KEY=VALUE" in one_line_error(
         run("video", str(rec), "--height", "24", "--width", "40", "-m", "tfp", "-p", "window"))
+
+
+def test_usage_errors_are_one_line_from_the_console_script() -> None:
+    out = subprocess.run([sys.executable, "-m", "spkrecon", "video", "sample", "--bogus"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: No such option: --bogus")
+    out = subprocess.run([sys.executable, "-m", "spkrecon", "frames", "sample", "-o", "x",
+                          "--stride", "0"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--stride" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_truncated_recording_says_how_many_frames_fit(tmp_path: Path) -> None:
+    (tmp_path / "t.dat").write_bytes(bytes(12500 * 2 + 5000))
+    msg = one_line_error(run("video", str(tmp_path / "t.dat"), "-o", str(tmp_path / "t.mp4")), 2)
+    assert "2 whole frames" in msg and "truncated" in msg
+    assert not (tmp_path / "t.mp4").exists()
