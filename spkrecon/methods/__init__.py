@@ -16,6 +16,8 @@ from spkrecon.methods.base import Reconstructor
 _REGISTRY: dict[str, str] = {
     "tfp": "spkrecon.methods.tfp:TFP",
     "tfi": "spkrecon.methods.tfi:TFI",
+    "spk2imgnet": "spkrecon.methods.spk2imgnet:Spk2ImgNet",
+    "spk2imgnet-lite": "spkrecon.methods.spk2imgnet_lite:Spk2ImgNetLite",
     "tvs": "spkrecon.methods.tvs:TVS",
     "tfstp": "spkrecon.methods.tfstp:TFSTP",
 }
@@ -84,7 +86,7 @@ def build(name: str, **params: Any) -> tuple[Reconstructor, str | None]:
     except ImportError:
         chosen, extra, why = "tfp", {}, "no network method is installed"
     else:
-        chosen, extra, why = choose_auto()
+        chosen, extra, why = choose_auto(weights=params.get("weights"))
     known = get_class(chosen).parameter_names()
     merged = {k: v for k, v in {**extra, **params}.items() if k in known}
     return create(chosen, **merged), f"method auto: using {chosen} ({why})"

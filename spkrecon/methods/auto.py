@@ -1,0 +1,59 @@
+"""``--method auto``: the best reconstructor this machine can run.
+
+0. ``spk2imgnet`` with the weights the user gave (``--weights``), if any;
+1. ``spk2imgnet`` with the full weights, when a CUDA GPU and those weights are present;
+2. else the CPU model (method ``spk2imgnet-lite``, or ``spk2imgnet`` with the
+   ``spk2imgnet-lite`` weights), when those weights are present;
+3. else TFP.
+
+Cheap when torch or the weights are absent: weights are looked up as files first, and torch
+is imported (to ask for CUDA) only when the full weights exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from spkrecon.models.weights import DEFAULT_NAME, LITE_NAME, find_weights
+
+
+def _has_torch() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - checked by _has_torch
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def choose_auto(weights: str | None = None) -> tuple[str, dict[str, Any], str]:
+    """``(method name, parameters, reason)`` for ``--method auto``.
+
+    ``weights`` (the user's ``--weights``, if any) asks for that network explicitly.
+    """
+    if not _has_torch():
+        return "tfp", {}, "PyTorch/torchvision are not installed, so no network can run"
+    if weights is not None:
+        return "spk2imgnet", {"weights": weights}, f"--weights {weights} was given"
+    full = find_weights(DEFAULT_NAME)
+    lite = find_weights(LITE_NAME)
+    gpu = full is not None and _cuda_available()
+    if gpu:
+        return ("spk2imgnet", {"weights": str(full), "device": "cuda"},
+                f"a CUDA GPU and the Spk2ImgNet weights {full} are present")
+    if lite is not None:
+        from spkrecon.methods import available
+
+        why = "no CUDA GPU" if full is not None else "no full Spk2ImgNet weights"
+        name = LITE_NAME if LITE_NAME in available() else "spk2imgnet"
+        return (name, {"weights": str(lite), "device": "auto"},
+                f"{why}; the CPU model {LITE_NAME} ({lite}) is present")
+    if full is not None:
+        return ("tfp", {}, f"Spk2ImgNet weights are present ({full}) but there is no CUDA GPU "
+                "and no CPU model; run --method spk2imgnet to use them on the CPU (slow)")
+    return ("tfp", {}, "no Spk2ImgNet weights found; get them with 'spkrecon weights import' "
+            "or 'spkrecon train'")

@@ -1,0 +1,423 @@
+"""Spk2ImgNet: the network, its configuration and the paper's ablations.
+
+Zhao, Xiong, Liu, Zhang, Huang. "Spk2ImgNet: Learning to Reconstruct Dynamic Scene from
+Continuous Spike Stream", CVPR 2021.
+
+A 41-frame spike window ``(B, 41, H, W)`` is cut into five 13-frame blocks at stride 7
+(centres 6, 13, 20, 27, 34; the key block is the middle one). Each block goes through the
+same feature extractor: SALI (four light-intensity estimates over centred sub-windows of
+13/11/9/7 frames, re-weighted by an attention block) followed by a residual CNN. The four
+neighbour blocks are aligned to the key block by an EDVR-style pyramid of modulated
+deformable convolutions (PDA), weighted by per-neighbour reliability masks (RE) and fused
+into one image ``(B, 1, H, W)`` (an estimate of ``0.6 * intensity``, i.e. a firing rate).
+
+Parameter names are the authors' (``extractor.conv0_0``, ``pcd_align.pcd_align.L3_dcnpack_1``,
+``mask0``, ``rec_conv0``...), so their state dict loads without a name mapping. H and W must
+be multiples of 4 (the pyramid halves them twice).
+
+The network is split so that work can be shared between output frames:
+:meth:`Spk2ImgNet.encode` turns 13-frame blocks into :class:`BlockFeatures` (SALI, feature
+extractor and alignment pyramid: everything that depends on one block only) and
+:meth:`Spk2ImgNet.fuse` turns the five blocks of an output frame into the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import deform_conv2d
+
+__all__ = [
+    "PRESETS", "BlockFeatures", "Spk2ImgNet", "Spk2ImgNetConfig", "count_parameters",
+]
+
+#: The paper's ablations (Table 3): which of SALI / PDA / RE each network has.
+PRESETS: dict[str, dict[str, bool]] = {
+    "net_a": {"sali": False, "pda": False, "re": False},
+    "net_b": {"sali": True, "pda": False, "re": False},
+    "net_c": {"sali": False, "pda": True, "re": False},
+    "net_d": {"sali": True, "pda": True, "re": False},
+    "net_e": {"sali": True, "pda": True, "re": True},
+}
+
+
+@dataclass(frozen=True)
+class Spk2ImgNetConfig:
+    """Architecture of a Spk2ImgNet. The defaults are the authors' released network (Net_e).
+
+    ``features`` is the width (feature channels), ``num_blocks`` the depth (residual blocks
+    of the feature extractor; the paper says 15, the released code uses 10). ``sali``,
+    ``pda`` and ``re`` switch the three components of the ablation study:
+
+    - without SALI, one fixed temporal range: a single estimate branch over the whole
+      13-frame block (``conv0_0``/``conv1_0``), no attention; the estimate stacks have 1
+      channel instead of 4;
+    - without PDA, neighbour features are not aligned (plain concatenation);
+    - without RE, the (aligned) neighbour features are not weighted by reliability masks.
+    """
+
+    features: int = 64
+    num_blocks: int = 10
+    sali: bool = True
+    pda: bool = True
+    re: bool = True
+    sali_features: int = 16
+    deform_groups: int = 8
+    block_radius: int = 6
+    block_step: int = 7
+    num_temporal_blocks: int = 5
+
+    def __post_init__(self) -> None:
+        if self.features < 1 or self.num_blocks < 0 or self.sali_features < 1:
+            raise ValueError(f"invalid width/depth in {self}")
+        if self.block_radius < 3:
+            raise ValueError("block_radius must be at least 3 (SALI's 7-frame branch)")
+        if self.block_step < 1 or self.num_temporal_blocks < 1 or \
+                self.num_temporal_blocks % 2 == 0:
+            raise ValueError("block_step >= 1 and an odd num_temporal_blocks are required")
+        if self.pda and self.features % self.deform_groups:
+            raise ValueError(f"features ({self.features}) must be a multiple of "
+                             f"deform_groups ({self.deform_groups})")
+
+    # -- geometry --------------------------------------------------------------------
+    @property
+    def block_length(self) -> int:
+        """Frames per short-term block (13)."""
+        return 2 * self.block_radius + 1
+
+    @property
+    def window(self) -> int:
+        """Frames of one input window (41)."""
+        return (self.num_temporal_blocks - 1) * self.block_step + self.block_length
+
+    @property
+    def key_block(self) -> int:
+        """Index of the key (reference) block (2)."""
+        return self.num_temporal_blocks // 2
+
+    def block_offsets(self) -> list[int]:
+        """Centre of each block relative to the window's centre frame: ``[-14, -7, 0, 7, 14]``."""
+        return [(k - self.key_block) * self.block_step for k in range(self.num_temporal_blocks)]
+
+    @property
+    def estimates(self) -> int:
+        """Channels of each SALI estimate stack (4, or 1 without SALI)."""
+        return 4 if self.sali else 1
+
+    @property
+    def variant(self) -> str | None:
+        """``net_a`` .. ``net_e`` when the switches match a preset, else ``None``."""
+        flags = {"sali": self.sali, "pda": self.pda, "re": self.re}
+        return next((k for k, v in PRESETS.items() if v == flags), None)
+
+    # -- (de)serialisation -------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Spk2ImgNetConfig:
+        """Config of ablation ``net_a`` .. ``net_e`` (case-insensitive), with overrides."""
+        key = name.lower().replace("-", "_")
+        if key not in PRESETS:
+            raise ValueError(f"unknown Spk2ImgNet variant {name!r} (known: {', '.join(PRESETS)})")
+        return cls(**{**PRESETS[key], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Spk2ImgNetConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ValueError(f"unknown Spk2ImgNet config keys {extra}")
+        return cls(**data)
+
+    def with_(self, **changes: Any) -> Spk2ImgNetConfig:
+        return replace(self, **changes)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# -- building blocks (names as in the authors' code) -------------------------------------
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride, 1, bias=True)
+
+
+class BasicBlock(nn.Module):
+    """conv-ReLU-conv-ReLU-conv plus identity, then ReLU."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(features, features)
+        self.conv2 = _conv(features, features)
+        self.conv3 = _conv(features, features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv3(F.relu(self.conv2(F.relu(self.conv1(x)))))
+        return F.relu(x + out)
+
+
+class CALayer(nn.Module):
+    """SALI's attention over the intensity estimates: conv(c->2c), ReLU, conv(2c->c), Sigmoid."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.ca_block = nn.Sequential(
+            _conv(channels, 2 * channels), nn.ReLU(), _conv(2 * channels, channels), nn.Sigmoid())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ca_block(x)
+
+
+class FeatureExtractor(nn.Module):
+    """SALI + residual CNN: ``(N, 13, H, W) -> (features (N, C, H, W), estimates (N, 4, H, W))``.
+
+    Branch ``i`` reads the centred sub-window ``x[:, i:13-i]`` (13, 11, 9, 7 frames).
+    """
+
+    def __init__(self, cfg: Spk2ImgNetConfig) -> None:
+        super().__init__()
+        n, s = cfg.block_length, cfg.sali_features
+        self.branches = 4 if cfg.sali else 1
+        for i in range(self.branches):
+            setattr(self, f"conv0_{i}", _conv(n - 2 * i, s))
+            setattr(self, f"conv1_{i}", _conv(s, 1))
+        self.ca = CALayer(4) if cfg.sali else None
+        self.conv = _conv(self.branches, cfg.features)
+        self.net = nn.Sequential(*[BasicBlock(cfg.features) for _ in range(cfg.num_blocks)])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        n = x.shape[1]
+        est = torch.cat([
+            getattr(self, f"conv1_{i}")(F.relu(getattr(self, f"conv0_{i}")(x[:, i:n - i])))
+            for i in range(self.branches)], dim=1)
+        out = est * self.ca(est) if self.ca is not None else est
+        out = F.relu(self.conv(out))
+        return self.net(out) + out, est
+
+
+class ModulatedDeformConv(nn.Module):
+    """DCNv2 whose offsets and mask come from other features (the authors' ``DCN_sep``).
+
+    ``conv_offset_mask`` makes ``3 * groups * 9`` channels: two offset halves (concatenated
+    in order, torchvision's interleaved (dy, dx) layout) and a mask through a sigmoid.
+    """
+
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(cout, cin, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.conv_offset_mask = _conv(cin, 3 * groups * 9)
+        stdv = 1.0 / (cin * 9) ** 0.5
+        nn.init.uniform_(self.weight, -stdv, stdv)
+        nn.init.zeros_(self.conv_offset_mask.weight)
+        nn.init.zeros_(self.conv_offset_mask.bias)
+
+    def forward(self, x: Tensor, fea: Tensor) -> Tensor:
+        o1, o2, mask = torch.chunk(self.conv_offset_mask(fea), 3, dim=1)
+        offset = torch.cat((o1, o2), dim=1)
+        mask = torch.sigmoid(mask)
+        weight, bias = self.weight, self.bias
+        if torch.is_autocast_enabled(x.device.type) or x.dtype != weight.dtype:
+            # torchvision has no reduced-precision CPU kernel and no CPU autocast rule: run
+            # the deformable convolution in float32 (what its CUDA autocast rule does too).
+            with torch.autocast(x.device.type, enabled=False):
+                return self._dcn(x.float(), offset.float(), weight.float(), bias.float(),
+                                 mask.float())
+        return self._dcn(x, offset, weight, bias, mask)
+
+    @staticmethod
+    def _dcn(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor, mask: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.shape[0] > 1:
+            # torchvision's CPU kernel is slower per image on a batch (large im2col buffers).
+            return torch.cat([deform_conv2d(x[i:i + 1], offset[i:i + 1], weight, bias,
+                                            padding=(1, 1), mask=mask[i:i + 1])
+                              for i in range(x.shape[0])])
+        return deform_conv2d(x, offset, weight, bias, padding=(1, 1), mask=mask)
+
+
+def _lrelu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, 0.1)
+
+
+def _up2(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class PCDAlign(nn.Module):
+    """Pyramid, cascading and deformable alignment of a neighbour pyramid to the key's."""
+
+    def __init__(self, nf: int, groups: int) -> None:
+        super().__init__()
+        self.L3_offset_conv1_1 = _conv(2 * nf, nf)
+        self.L3_offset_conv2_1 = _conv(nf, nf)
+        self.L3_dcnpack_1 = ModulatedDeformConv(nf, nf, groups)
+        self.L2_offset_conv1_1 = _conv(2 * nf, nf)
+        self.L2_offset_conv2_1 = _conv(2 * nf, nf)
+        self.L2_offset_conv3_1 = _conv(nf, nf)
+        self.L2_dcnpack_1 = ModulatedDeformConv(nf, nf, groups)
+        self.L2_fea_conv_1 = _conv(2 * nf, nf)
+        self.L1_offset_conv1_1 = _conv(2 * nf, nf)
+        self.L1_offset_conv2_1 = _conv(2 * nf, nf)
+        self.L1_offset_conv3_1 = _conv(nf, nf)
+        self.L1_dcnpack_1 = ModulatedDeformConv(nf, nf, groups)
+        self.L1_fea_conv_1 = _conv(2 * nf, nf)
+        self.cas_offset_conv1 = _conv(2 * nf, nf)
+        self.cas_offset_conv2 = _conv(nf, nf)
+        self.cas_dcnpack = ModulatedDeformConv(nf, nf, groups)
+
+    def forward(self, nbr: tuple[Tensor, Tensor, Tensor],
+                key: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        off3 = _lrelu(self.L3_offset_conv1_1(torch.cat([nbr[2], key[2]], 1)))
+        off3 = _lrelu(self.L3_offset_conv2_1(off3))
+        fea3 = _lrelu(self.L3_dcnpack_1(nbr[2], off3))
+
+        off2 = _lrelu(self.L2_offset_conv1_1(torch.cat([nbr[1], key[1]], 1)))
+        off2 = _lrelu(self.L2_offset_conv2_1(torch.cat([off2, _up2(off3) * 2], 1)))
+        off2 = _lrelu(self.L2_offset_conv3_1(off2))
+        fea2 = self.L2_dcnpack_1(nbr[1], off2)
+        fea2 = _lrelu(self.L2_fea_conv_1(torch.cat([fea2, _up2(fea3)], 1)))
+
+        off1 = _lrelu(self.L1_offset_conv1_1(torch.cat([nbr[0], key[0]], 1)))
+        off1 = _lrelu(self.L1_offset_conv2_1(torch.cat([off1, _up2(off2) * 2], 1)))
+        off1 = _lrelu(self.L1_offset_conv3_1(off1))
+        fea1 = self.L1_dcnpack_1(nbr[0], off1)
+        fea1 = self.L1_fea_conv_1(torch.cat([fea1, _up2(fea2)], 1))
+
+        off = _lrelu(self.cas_offset_conv1(torch.cat([fea1, key[0]], 1)))
+        off = _lrelu(self.cas_offset_conv2(off))
+        return _lrelu(self.cas_dcnpack(fea1, off))
+
+
+class PyramidAlign(nn.Module):
+    """The authors' ``Easy_PCD``: a 3-level feature pyramid plus :class:`PCDAlign`."""
+
+    def __init__(self, nf: int, groups: int) -> None:
+        super().__init__()
+        self.fea_L2_conv1 = _conv(nf, nf, stride=2)
+        self.fea_L2_conv2 = _conv(nf, nf)
+        self.fea_L3_conv1 = _conv(nf, nf, stride=2)
+        self.fea_L3_conv2 = _conv(nf, nf)
+        self.pcd_align = PCDAlign(nf, groups)
+
+    def pyramid(self, l1: Tensor) -> tuple[Tensor, Tensor]:
+        """Levels 2 and 3 (1/2 and 1/4 size) of features ``(N, C, H, W)``."""
+        l2 = _lrelu(self.fea_L2_conv2(_lrelu(self.fea_L2_conv1(l1))))
+        l3 = _lrelu(self.fea_L3_conv2(_lrelu(self.fea_L3_conv1(l2))))
+        return l2, l3
+
+    def forward(self, nbr: Tensor, key: Tensor) -> Tensor:
+        n2, n3 = self.pyramid(nbr)
+        k2, k3 = self.pyramid(key)
+        return self.pcd_align((nbr, n2, n3), (key, k2, k3))
+
+
+class FusionMask(nn.Module):
+    """Reliability (RE): conv(2C->C), PReLU, conv, PReLU, conv, Sigmoid on [neighbour, key]."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv0 = _conv(2 * features, features)
+        self.conv1 = _conv(features, features)
+        self.conv2 = _conv(features, features)
+        self.prelu0 = nn.PReLU()
+        self.prelu1 = nn.PReLU()
+
+    def forward(self, nbr: Tensor, key: Tensor) -> Tensor:
+        fea = self.prelu0(self.conv0(torch.cat((nbr, key), 1)))
+        return torch.sigmoid(self.conv2(self.prelu1(self.conv1(fea))))
+
+
+class BlockFeatures(NamedTuple):
+    """What one 13-frame block contributes, whatever output frame it serves.
+
+    ``l1`` (N, C, H, W) extractor features; ``l2``/``l3`` their pyramid levels (``None``
+    without PDA); ``est`` (N, 4, H, W) SALI estimates.
+    """
+
+    l1: Tensor
+    l2: Tensor | None
+    l3: Tensor | None
+    est: Tensor
+
+    def index(self, i: int | slice | Tensor) -> BlockFeatures:
+        return BlockFeatures(*(None if t is None else t[i] for t in self))
+
+
+def _stack(items: list[BlockFeatures]) -> BlockFeatures:
+    return BlockFeatures(*(None if parts[0] is None else torch.cat(parts, 0)  # type: ignore[arg-type]
+                           for parts in zip(*items, strict=True)))
+
+
+class Spk2ImgNet(nn.Module):
+    """``(B, 41, H, W)`` float 0/1 spikes -> ``(image (B, 1, H, W), [5 x estimates (B, 4, H, W)])``.
+
+    H and W must be multiples of 4.
+    """
+
+    def __init__(self, config: Spk2ImgNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or Spk2ImgNetConfig()
+        f = cfg.features
+        self.extractor = FeatureExtractor(cfg)
+        self.neighbours = [k for k in range(cfg.num_temporal_blocks) if k != cfg.key_block]
+        if cfg.re:
+            for k in self.neighbours:
+                setattr(self, f"mask{k}", FusionMask(f))
+        self.rec_conv0 = _conv(cfg.num_temporal_blocks * f, 3 * f)
+        self.rec_conv1 = _conv(3 * f, f)
+        self.rec_conv2 = _conv(f, 1)
+        self.pcd_align = PyramidAlign(f, cfg.deform_groups) if cfg.pda else None
+
+    # -- the two halves ----------------------------------------------------------------
+    def encode(self, blocks: Tensor) -> BlockFeatures:
+        """Blocks ``(N, 13, H, W)`` -> their :class:`BlockFeatures` (batch N)."""
+        l1, est = self.extractor(blocks)
+        if self.pcd_align is None:
+            return BlockFeatures(l1, None, None, est)
+        l2, l3 = self.pcd_align.pyramid(l1)
+        return BlockFeatures(l1, l2, l3, est)
+
+    def fuse(self, blocks: list[BlockFeatures]) -> Tensor:
+        """Five blocks' features (each batch B, in time order) -> images ``(B, 1, H, W)``."""
+        cfg = self.config
+        key = blocks[cfg.key_block]
+        nbrs = [blocks[k] for k in self.neighbours]
+        b = key.l1.shape[0]
+        if self.pcd_align is not None:
+            # The one alignment module serves all neighbours: run them as one batch.
+            nb = _stack(nbrs)
+            rep = len(nbrs)
+            kk = [t.repeat(rep, 1, 1, 1) for t in (key.l1, key.l2, key.l3)]  # type: ignore[union-attr]
+            aligned_all = self.pcd_align.pcd_align((nb.l1, nb.l2, nb.l3), tuple(kk))  # type: ignore[arg-type]
+            aligned = list(aligned_all.split(b, 0))
+        else:
+            aligned = [n.l1 for n in nbrs]
+        if cfg.re:
+            aligned = [a * getattr(self, f"mask{k}")(a, key.l1)
+                       for k, a in zip(self.neighbours, aligned, strict=True)]
+        parts = aligned[:cfg.key_block] + [key.l1] + aligned[cfg.key_block:]
+        out = F.relu(self.rec_conv0(torch.cat(parts, 1)))
+        out = F.relu(self.rec_conv1(out))
+        return self.rec_conv2(out)
+
+    def split_blocks(self, x: Tensor) -> list[Tensor]:
+        """A window ``(B, 41, H, W)`` -> its five blocks ``(B, 13, H, W)``."""
+        cfg = self.config
+        if x.shape[1] != cfg.window:
+            raise ValueError(f"expected {cfg.window} spike frames, got {x.shape[1]}")
+        n = cfg.block_length
+        return [x[:, k * cfg.block_step:k * cfg.block_step + n]
+                for k in range(cfg.num_temporal_blocks)]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        blocks = self.split_blocks(x)
+        b = x.shape[0]
+        feats = self.encode(torch.cat(blocks, 0))
+        per_block = [feats.index(slice(k * b, (k + 1) * b)) for k in range(len(blocks))]
+        return self.fuse(per_block), [f.est for f in per_block]

@@ -1,0 +1,134 @@
+"""Spk2ImgNet network: numerical identity with the authors' architecture, ablations, width/depth."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+from spkrecon.models.spk2imgnet import (  # noqa: E402
+    PRESETS,
+    ModulatedDeformConv,
+    Spk2ImgNet,
+    Spk2ImgNetConfig,
+    count_parameters,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors run far faster on one thread on a shared machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def reference(request):
+    shared = request.getfixturevalue("shared_dir")
+    path = shared / "reference" / "spk2imgnet_official_reference.pt"
+    if not path.is_file():
+        pytest.skip("the Spk2ImgNet reference file is not present")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _run_reference(model, ref):
+    with torch.inference_mode():
+        image, est = model(ref["input"])
+    return [image, *est]
+
+
+def test_reproduces_the_authors_outputs(reference):
+    model = Spk2ImgNet(Spk2ImgNetConfig()).eval()
+    model.load_state_dict(reference["state_dict"], strict=True)  # the authors' names as they are
+    outs = _run_reference(model, reference)
+    assert len(outs) == len(reference["outputs"]) == 6
+    for got, want in zip(outs, reference["outputs"], strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_reference_detects_a_broken_deformable_path(reference):
+    """Zeroed offsets must move the image by far more than the tolerance (test is sharp)."""
+    model = Spk2ImgNet(Spk2ImgNetConfig()).eval()
+    model.load_state_dict(reference["state_dict"])
+    for mod in model.modules():
+        if isinstance(mod, ModulatedDeformConv):
+            w = mod.conv_offset_mask.weight.data
+            w[: 2 * w.shape[0] // 3] = 0  # offsets only: the mask stays
+            mod.conv_offset_mask.bias.data[: 2 * w.shape[0] // 3] = 0
+    image = _run_reference(model, reference)[0]
+    assert (image - reference["outputs"][0]).abs().max() > 1e-3
+
+
+def test_parameter_count_and_names_match_the_release(shared_dir):
+    import json
+
+    model = Spk2ImgNet()
+    assert count_parameters(model) == 3_904_185
+    shapes = json.loads((shared_dir / "reference" /
+                         "spk2imgnet_official_state_dict_shapes.json").read_text())
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == shapes
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_ablation_presets_build_and_run(name):
+    cfg = Spk2ImgNetConfig.preset(name, features=16, num_blocks=1)
+    assert cfg.variant == name
+    model = Spk2ImgNet(cfg).eval()
+    keys = model.state_dict().keys()
+    assert any(k.startswith("pcd_align.") for k in keys) == cfg.pda
+    assert any(k.startswith("mask") for k in keys) == cfg.re
+    assert ("extractor.ca.ca_block.0.weight" in keys) == cfg.sali
+    x = (torch.rand(2, 41, 16, 20) < 0.3).float()
+    with torch.inference_mode():
+        image, est = model(x)
+    assert image.shape == (2, 1, 16, 20)
+    assert [e.shape for e in est] == [(2, cfg.estimates, 16, 20)] * 5
+    assert torch.isfinite(image).all()
+
+
+def test_ablations_add_parameters_in_the_papers_order():
+    n = {k: count_parameters(Spk2ImgNet(Spk2ImgNetConfig.preset(k))) for k in PRESETS}
+    assert n["net_a"] < n["net_b"] < n["net_d"] < n["net_e"]
+    assert n["net_a"] < n["net_c"] < n["net_d"]
+    assert n["net_e"] == 3_904_185
+
+
+def test_width_and_depth():
+    small = Spk2ImgNetConfig(features=24, num_blocks=3)
+    model = Spk2ImgNet(small)
+    assert sum(1 for k in model.state_dict() if k.startswith("extractor.net.")
+               and k.endswith("conv1.weight")) == 3
+    assert model.state_dict()["rec_conv0.weight"].shape == (72, 120, 3, 3)
+    assert count_parameters(model) < count_parameters(Spk2ImgNet()) / 4
+
+
+def test_config_round_trip_and_validation():
+    cfg = Spk2ImgNetConfig.preset("net_d", features=32, num_blocks=5)
+    assert Spk2ImgNetConfig.from_dict(cfg.to_dict()) == cfg
+    assert (cfg.window, cfg.block_length, cfg.block_offsets()) == (41, 13, [-14, -7, 0, 7, 14])
+    with pytest.raises(ValueError, match="unknown Spk2ImgNet config keys"):
+        Spk2ImgNetConfig.from_dict({**cfg.to_dict(), "colour": True})
+    with pytest.raises(ValueError, match="unknown Spk2ImgNet variant"):
+        Spk2ImgNetConfig.preset("net_z")
+    with pytest.raises(ValueError, match="multiple of"):
+        Spk2ImgNetConfig(features=20)
+    assert Spk2ImgNetConfig(sali=False, pda=True, re=True).variant is None
+
+
+def test_encode_then_fuse_equals_forward():
+    torch.manual_seed(1)
+    model = Spk2ImgNet(Spk2ImgNetConfig(features=16, num_blocks=1)).eval()
+    for mod in model.modules():
+        if isinstance(mod, ModulatedDeformConv):
+            torch.nn.init.normal_(mod.conv_offset_mask.weight, std=0.05)
+    x = (torch.rand(1, 41, 12, 16) < 0.4).float()
+    with torch.inference_mode():
+        image, est = model(x)
+        feats = [model.encode(b) for b in model.split_blocks(x)]
+        torch.testing.assert_close(model.fuse(feats), image, atol=1e-6, rtol=0)
+        torch.testing.assert_close(feats[4].est, est[4])
