@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -115,7 +114,7 @@ def bench_methods(path: Path, frames: int) -> dict:
     for name in ("tfp", "tfi"):
         method = create(name, window=41)
 
-        def run() -> None:
+        def run(method=method) -> None:
             for _ in method.stream(rec, range(frames)):
                 pass
 
@@ -192,9 +191,9 @@ def main() -> None:
     if "memory" in results:
         m = results["memory"]
         print(f"spkrecon video on {m['recording_gb']:.2f} GB ({m['frames']} frames, stride "
-              f"{m['stride']}): peak RSS {m['video_peak_rss_mb']:.0f} MB in {m['video_seconds']:.0f} s"
-              f" (baseline import-only process: {m['baseline_import_rss_mb']:.0f} MB)")
-    _ = resource  # noqa: keep import for platforms where getrusage is used above
+              f"{m['stride']}): peak RSS {m['video_peak_rss_mb']:.0f} MB in "
+              f"{m['video_seconds']:.0f} s (baseline import-only process: "
+              f"{m['baseline_import_rss_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(os.environ.get("SPKRECON_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("SPKRECON_SHARED",
+                            Path(__file__).resolve().parents[1].parent / "shared"))
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,8 @@ def reds_dir(shared_dir: Path) -> Path:
     return d
 
 
-def rate_spikes(intensity: np.ndarray, frames: int, alpha: float = 0.6, seed: int = 0) -> np.ndarray:
+def rate_spikes(intensity: np.ndarray, frames: int, alpha: float = 0.6,
+                seed: int = 0) -> np.ndarray:
     """Integrate-and-fire spikes ``(T, H, W)`` uint8 of a still ``(H, W)`` intensity in [0, 1]."""
     rng = np.random.default_rng(seed)
     acc = rng.random(intensity.shape)

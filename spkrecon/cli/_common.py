@@ -152,31 +152,15 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or s
 def parse_params(items: list[str] | None) -> dict[str, Any]:
     """``["window=21", "alpha=0.5"]`` -> ``{"window": 21, "alpha": 0.5}`` (numbers, bools)."""
     from spkrecon.errors import ParameterError
+    from spkrecon.scoring import parse_value
 
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ParameterError(f"--param {item!r} is not KEY=VALUE")
-        out[key.strip().replace("-", "_")] = coerce(raw.strip())
+        out[key.strip().replace("-", "_")] = parse_value(raw.strip())
     return out
-
-
-def coerce(raw: str) -> Any:
-    """Parse a parameter string as int, float, bool, None or keep it as text."""
-    low = raw.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
 
 
 def stdout_is_clean() -> bool:

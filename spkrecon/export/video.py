@@ -54,7 +54,8 @@ class VideoWriter:
             str(self._tmp), (w + self._pad[1], h + self._pad[0]), fps=self.fps,
             codec="libx264", pix_fmt_in="gray", pix_fmt_out="yuv420p", macro_block_size=1,
             quality=None, ffmpeg_log_level="error",
-            output_params=["-crf", str(self.crf), "-preset", self.preset, "-movflags", "+faststart"])
+            output_params=["-crf", str(self.crf), "-preset", self.preset,
+                           "-movflags", "+faststart"])
         self._gen.send(None)
 
     def write(self, frame: np.ndarray) -> None:

@@ -48,7 +48,8 @@ class SpikeSource(ABC):
         return self.read(0, self.num_frames)
 
     def frame_range(self, start: int | None = None, end: int | None = None) -> range:
-        """Validated ``range(start, end)`` of frame indices (end exclusive, negatives count back)."""
+        """Validated ``range(start, end)`` of frame indices (end exclusive; negative values
+        count back from the end)."""
         n = self.num_frames
         s = 0 if start is None else (start + n if start < 0 else start)
         e = n if end is None else (end + n if end < 0 else end)

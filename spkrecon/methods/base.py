@@ -82,7 +82,7 @@ class Reconstructor(ABC):
         hi = min(source.num_frames, batch[-1] + self.future + 1)
         chunk = source.read(lo, hi)
         out = self.reconstruct(chunk, np.asarray(batch) - lo)
-        yield from zip(batch, out)
+        yield from zip(batch, out, strict=True)
 
     def __call__(self, spikes: np.ndarray, indices: Iterable[int] | None = None) -> np.ndarray:
         """Rates ``(N, H, W)`` for an in-memory ``(T, H, W)`` array (every frame by default)."""
