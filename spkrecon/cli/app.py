@@ -259,7 +259,7 @@ def methods(
     out_console.print(table)
 
 
-# Commands that live in their own modules; mounted lazily so `--help` stays fast.
+# Commands that live in their own modules (which import nothing heavy at module level).
 _EXTERNAL: list[tuple[str, str, str]] = [
     # (kind, name, "module:attr"); kind "command" or "group"
     ("command", "score", "spkrecon.cli.score:score"),
@@ -274,10 +274,7 @@ _EXTERNAL: list[tuple[str, str, str]] = [
 def _mount() -> None:
     for kind, name, target in _EXTERNAL:
         module, attr = target.split(":")
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
+        obj = getattr(importlib.import_module(module), attr)
         if kind == "group":
             app.add_typer(obj, name=name)
         else:

@@ -192,6 +192,9 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike, force: bool = Fal
     os.close(fd)
     try:
         torch.save(data, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; weights are meant to be shared
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

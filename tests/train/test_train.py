@@ -1,0 +1,230 @@
+"""Training: loss, data, the loop (loss falls, seed and resume reproduce), checkpoints, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spkrecon.errors import OutputError, ParameterError
+from spkrecon.train import TrainConfig
+from spkrecon.train.data import BLOCK_CENTRES, Batch, DatasetSource, Mixture, augment
+from spkrecon.train.loop import lr_factor, run
+from spkrecon.train.loss import hierarchical_loss
+from spkrecon.train.validate import pad4
+
+
+def tiny(tmp: Path, data: dict[str, Path], **kw) -> TrainConfig:
+    base = dict(model="lite", features=8, num_blocks=1, images=[str(data["images"])],
+                videos=[str(data["videos"])], video_share=0.25, patch=16, batch_size=4,
+                steps=8, lr=3e-3, lr_min=1e-4, threads=1, out=str(tmp / "run"), log_every=1,
+                val_dir="none", val_every=0, max_side=200, video_interp="linear",
+                checkpoint_minutes=60.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights_of(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "weights.pt", weights_only=True)["state_dict"]
+
+
+# -- loss -------------------------------------------------------------------------------
+def test_hierarchical_loss_matches_eq_11() -> None:
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(2, 5, 8, 8, generator=g)
+    out = torch.rand(2, 1, 8, 8, generator=g)
+    ests = [torch.rand(2, 4, 8, 8, generator=g) for _ in range(5)]
+    total, image = hierarchical_loss(out, ests, gt, alpha=0.6, lam=0.02)
+    want_img = (out - 0.6 * gt[:, 2:3]).abs().mean()
+    want_aux = sum((ests[k][:, j] - 0.6 * gt[:, k]).abs().mean()
+                   for k in range(5) for j in range(4))
+    assert torch.allclose(image, want_img)
+    assert torch.allclose(total, want_img + 0.02 * want_aux)
+    # A perfect network (0.6-scaled targets everywhere) has zero loss.
+    perfect = [0.6 * gt[:, k:k + 1].expand(2, 4, 8, 8) for k in range(5)]
+    zero, _ = hierarchical_loss(0.6 * gt[:, 2:3], perfect, gt)
+    assert float(zero) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_lr_schedules() -> None:
+    cfg = TrainConfig(images=["x"], lr=1e-3, lr_min=1e-5, warmup=10)
+    assert lr_factor(cfg, 0.0, 0) == pytest.approx(0.1)  # warm-up
+    assert lr_factor(cfg, 0.0, 50) == pytest.approx(1.0)
+    assert lr_factor(cfg, 1.0, 50) == pytest.approx(0.01)
+    assert lr_factor(cfg, 0.5, 50) == pytest.approx(0.505)
+    cfg.schedule = "step"
+    assert lr_factor(cfg, 0.3, 50) == 1.0 and lr_factor(cfg, 0.4, 50) == 0.1
+
+
+# -- data -------------------------------------------------------------------------------
+def test_simulated_batches_shapes_rates_and_seed(tiny_data: dict[str, Path], tmp_path: Path
+                                                 ) -> None:
+    cfg = tiny(tmp_path, tiny_data, batch_size=8, noise_prob=0.0, dim_prob=0.0)
+    mix = Mixture(cfg, torch.device("cpu"))
+    assert [k for _, k in mix.split(8)] == [6, 2]
+    b1 = mix.sample(8, torch.Generator().manual_seed(3))
+    b2 = mix.sample(8, torch.Generator().manual_seed(3))
+    assert b1.spikes.shape == (8, 41, 16, 16) and b1.gt.shape == (8, 5, 16, 16)
+    assert torch.equal(b1.spikes, b2.spikes) and torch.equal(b1.gt, b2.gt)
+    assert set(torch.unique(b1.spikes).tolist()) <= {0.0, 1.0}
+    # Noise-free integrate-and-fire: the mean rate is alpha times the mean light.
+    assert float(b1.spikes.mean()) == pytest.approx(0.6 * float(b1.gt.mean()), rel=0.1)
+
+
+def test_augment_moves_spikes_and_truth_together() -> None:
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(16, 5, 8, 8, generator=g)
+    spikes = gt[:, [0] * 41]  # spikes "equal" the truth: any mismatch shows
+    out = augment(Batch(spikes, gt), g)
+    assert torch.equal(out.spikes[:, 0], out.gt[:, 0])
+    assert not torch.equal(out.gt, gt)  # something was rotated or flipped
+
+
+def test_dataset_source_reads_the_authors_layout(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    from spkrecon.io import write_dat
+
+    root = tmp_path / "ds"
+    (root / "input").mkdir(parents=True)
+    (root / "gt").mkdir()
+    rng = np.random.default_rng(0)
+    light = np.zeros((24, 32))
+    light[:, 16:] = 1.0  # dark left half, bright right half
+    acc = rng.random(light.shape)
+    spikes = np.zeros((41, 24, 32), np.uint8)
+    for t in range(41):
+        acc += 0.6 * light
+        spikes[t] = acc >= 1
+        acc[spikes[t] == 1] -= 1
+    write_dat(root / "input" / "a.dat", spikes)
+    for c in BLOCK_CENTRES:
+        iio.imwrite(root / "gt" / f"a_{c + 1}.png", (light * 255).astype(np.uint8))
+    cfg = TrainConfig(dataset=[str(root)], patch=16, augment=False)
+    src = DatasetSource(cfg.dataset, cfg, torch.device("cpu"))
+    b = src.sample(6, torch.Generator().manual_seed(1))
+    assert b.spikes.shape == (6, 41, 16, 16) and b.gt.shape == (6, 5, 16, 16)
+    rate = b.spikes.mean(1)
+    assert torch.allclose(rate, 0.6 * b.gt[:, 2], atol=0.05)  # crops line up
+
+
+def test_trains_on_a_dataset_made_by_spkrecon(tiny_data: dict[str, Path], tmp_path: Path
+                                              ) -> None:
+    from spkrecon.datasets import DatasetConfig, collect_sources, make_dataset
+
+    ds = tmp_path / "made"
+    make_dataset(ds, DatasetConfig(kind="train", count=2, height=32, width=48, seed=1),
+                 collect_sources(images=[tiny_data["images"]]))
+    cfg = tiny(tmp_path, tiny_data, images=[], videos=[], dataset=[str(ds)], steps=2)
+    res = run(cfg)
+    assert res.step == 2
+    meta = torch.load(res.out / "weights.pt", weights_only=True)["meta"]
+    assert meta["training_data"]["sources"] == [
+        {"kind": "dataset", "samples": 2, "folders": [str(ds)]}]
+
+
+def test_pad4_is_numpy_symmetric() -> None:
+    x = torch.arange(2 * 3 * 10 * 7, dtype=torch.float32).view(2, 3, 10, 7)
+    y, h, w = pad4(x)
+    want = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 2), (0, 1)), mode="symmetric")
+    assert (h, w) == (10, 7) and np.array_equal(y.numpy(), want)
+
+
+# -- the loop ---------------------------------------------------------------------------
+def test_tiny_training_loss_falls(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    losses: list[float] = []
+    cfg = tiny(tmp_path, tiny_data, steps=36, lr=4e-3, lr_min=4e-4, noise_prob=0.0)
+    res = run(cfg, callback=lambda k, d: losses.append(d["loss"]) if k == "step" else None)
+    assert res.step == 36 and res.stopped == "steps" and len(losses) == 36
+    first, last = np.mean(losses[:6]), np.mean(losses[-6:])
+    assert last < 0.6 * first, (first, last)
+    from spkrecon.models.weights import load_model
+
+    model, ckpt = load_model(res.weights)
+    assert ckpt.config["features"] == 8 and ckpt.meta["iterations"] == 36
+    assert ckpt.meta["samples_seen"] == 36 * 4 and ckpt.meta["train_config"]["lr"] == 4e-3
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["kind"] == "train"] == list(range(1, 37))
+    assert lines[-1]["kind"] == "end" and lines[-1]["replicas_in_sync"] is True
+
+
+def test_seed_reproduces_a_run(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    a = run(tiny(tmp_path / "a", tiny_data, seed=5, steps=5))
+    b = run(tiny(tmp_path / "b", tiny_data, seed=5, steps=5))
+    c = run(tiny(tmp_path / "c", tiny_data, seed=6, steps=5))
+    wa, wb, wc = weights_of(a.out), weights_of(b.out), weights_of(c.out)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_resume_continues_exactly(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    full = run(tiny(tmp_path / "full", tiny_data, steps=8, noise_prob=0.5))
+
+    def stop_at_3(kind: str, d: dict) -> None:
+        if kind == "step" and d["step"] == 3:
+            raise KeyboardInterrupt
+
+    part = tiny(tmp_path / "part", tiny_data, steps=8, noise_prob=0.5)
+    first = run(part, callback=stop_at_3)
+    assert first.stopped == "interrupted" and first.step == 3
+    assert (first.out / "last.pt").is_file() and (first.out / "weights.pt").is_file()
+    with pytest.raises(OutputError):
+        run(part)  # refuses to overwrite a run without --resume/--force
+    second = run(part, resume=True)
+    assert second.step == 8 and second.samples == 8 * 4
+    wf, wr = weights_of(full.out), weights_of(second.out)
+    assert all(torch.allclose(wf[k], wr[k], rtol=0, atol=1e-6) for k in wf)
+
+
+def test_max_minutes_stops_and_writes_weights(tiny_data: dict[str, Path], tmp_path: Path
+                                              ) -> None:
+    res = run(tiny(tmp_path, tiny_data, steps=100_000, max_minutes=0.05, time_schedule=True))
+    assert res.stopped == "time" and 0 < res.step < 100_000
+    assert (res.out / "weights.pt").is_file() and (res.out / "last.pt").is_file()
+    state = torch.load(res.out / "last.pt", weights_only=True)
+    assert state["progress"] > 10 * res.step / 100_000  # the time budget drove the schedule
+
+
+def test_validation_on_reds(tiny_data: dict[str, Path], tmp_path: Path, reds_dir: Path
+                            ) -> None:
+    res = run(tiny(tmp_path, tiny_data, steps=2, val_dir=str(reds_dir), val_every=1,
+                   val_limit=1))
+    assert len(res.history) == 2 and res.best_psnr is not None
+    h = res.history[-1]
+    assert 0 < h["psnr"] < 60 and 0 < h["ssim"] <= 1
+    assert list(h["samples"]) == ["200_part1_key_id151"]
+    best = torch.load(res.out / "best.pt", weights_only=True)
+    assert best["meta"]["validation"]["psnr"] == pytest.approx(res.best_psnr)
+
+
+def test_bad_options_raise() -> None:
+    with pytest.raises(ParameterError, match="no training data"):
+        TrainConfig().validate()
+    with pytest.raises(ParameterError, match="patch"):
+        TrainConfig(images=["x"], patch=30).validate()
+    with pytest.raises(ParameterError, match="model"):
+        TrainConfig(images=["x"], model="huge").validate()
+
+
+# -- CLI --------------------------------------------------------------------------------
+def test_cli_train_runs_and_guards_inputs(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from spkrecon.cli.app import app
+
+    out = tmp_path / "cli_run"
+    args = ["train", "--images", str(tiny_data["images"]), "--model", "lite", "--features",
+            "8", "--blocks", "1", "--patch", "16", "-b", "2", "--steps", "3", "--threads", "1",
+            "--val-dir", "none", "--val-every", "0", "-o", str(out), "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["step"] == 3 and Path(data["weights"]).is_file()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code != 0 and "--resume" in again.output
+    missing = CliRunner().invoke(app, ["train", "--images", str(tmp_path / "nope"), "-o",
+                                       str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "does not exist" in missing.output
