@@ -73,7 +73,7 @@ class DatasetConfig:
         from spkrecon.io import frame_bytes
         from spkrecon.simulate.motion import MotionConfig
         from spkrecon.simulate.noise import NoiseModel
-        from spkrecon.simulate.scenes import INTERPOLATIONS
+        from spkrecon.simulate.runner import check_scene_options
 
         if self.kind not in KINDS:
             raise ParameterError(f"unknown dataset kind '{self.kind}'", "use test or train")
@@ -82,13 +82,7 @@ class DatasetConfig:
         frame_bytes(self.height, self.width)
         if not 0 <= self.video_share <= 1:
             raise ParameterError(f"video share must be in [0, 1], got {self.video_share}")
-        if not self.steps_per_frame > 0:
-            raise ParameterError(f"steps per frame must be positive, got {self.steps_per_frame}")
-        if self.interp not in INTERPOLATIONS:
-            raise ParameterError(f"unknown interpolation '{self.interp}'",
-                                 f"use one of {', '.join(INTERPOLATIONS)}")
-        if not 0 < self.alpha <= 1:
-            raise ParameterError(f"alpha must be in (0, 1], got {self.alpha}")
+        check_scene_options(self.steps_per_frame, self.interp, self.alpha)
         if self.noise is not None:
             NoiseModel.from_dict(self.noise)
         MotionConfig.from_dict(self.motion)

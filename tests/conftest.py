@@ -47,3 +47,13 @@ def gradient_spikes() -> tuple[np.ndarray, np.ndarray]:
     """A horizontal gradient 0.1..0.9 on 24x32, 120 frames: (spikes, intensity)."""
     intensity = np.tile(np.linspace(0.1, 0.9, 32, dtype=np.float64), (24, 1))
     return rate_spikes(intensity, 120), intensity.astype(np.float32)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Small tensors run far faster on one torch thread on a shared 2-core machine."""
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

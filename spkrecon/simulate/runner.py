@@ -44,6 +44,17 @@ SIDECAR_FORMAT = "spkrecon-simulation/1"
 DEFAULT_STILL_STEPS = 301
 
 
+def check_scene_options(steps_per_frame: float, interp: str, alpha: float) -> None:
+    """Validate the options shared by ``simulate`` and ``dataset make``."""
+    if not steps_per_frame > 0:
+        raise ParameterError(f"steps per frame must be positive, got {steps_per_frame}")
+    if interp not in INTERPOLATIONS:
+        raise ParameterError(f"unknown interpolation '{interp}'",
+                             f"use one of {', '.join(INTERPOLATIONS)}")
+    if not 0 < alpha <= 1:
+        raise ParameterError(f"alpha must be in (0, 1], got {alpha}")
+
+
 @dataclass
 class SimulateConfig:
     """Everything that determines a simulation from an input file (the sidecar's ``config``)."""
@@ -78,13 +89,7 @@ class SimulateConfig:
         frame_bytes(self.height, self.width)
         if self.steps is not None and self.steps < 1:
             raise ParameterError(f"steps must be at least 1, got {self.steps}")
-        if not self.steps_per_frame > 0:
-            raise ParameterError(f"steps per frame must be positive, got {self.steps_per_frame}")
-        if self.interp not in INTERPOLATIONS:
-            raise ParameterError(f"unknown interpolation '{self.interp}'",
-                                 f"use one of {', '.join(INTERPOLATIONS)}")
-        if not 0 < self.alpha <= 1:
-            raise ParameterError(f"alpha must be in (0, 1], got {self.alpha}")
+        check_scene_options(self.steps_per_frame, self.interp, self.alpha)
         if not self.theta > 0:
             raise ParameterError(f"theta must be positive, got {self.theta}")
         if self.margin < 0:

@@ -22,12 +22,7 @@ from spkrecon.tonemap import ToneMapper  # noqa: E402
 CFG = Spk2ImgNetConfig(features=16, num_blocks=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _random_net(cfg: Spk2ImgNetConfig = CFG, seed: int = 0) -> Net:

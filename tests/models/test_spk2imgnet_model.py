@@ -15,14 +15,7 @@ from spkrecon.models.spk2imgnet import (  # noqa: E402
     count_parameters,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run far faster on one thread on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

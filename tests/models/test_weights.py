@@ -17,13 +17,7 @@ from spkrecon.models.spk2imgnet import PRESETS, Spk2ImgNet, Spk2ImgNetConfig  # 
 SMALL = Spk2ImgNetConfig(features=16, num_blocks=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run far faster on one thread on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture
