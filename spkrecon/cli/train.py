@@ -111,6 +111,10 @@ def train(
     max_minutes: Annotated[float | None, typer.Option(
         "--max-minutes", help="Stop cleanly within this many minutes, writing the weights.",
         rich_help_panel=_RUN)] = None,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Fine-tune: start from these weights (a weights file or a run's "
+        "last.pt; same architecture) with a fresh optimizer and schedule.",
+        rich_help_panel=_RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from "
                                          "its last.pt (starts afresh if there is none).",
                                          rich_help_panel=_RUN)] = False,
@@ -163,9 +167,9 @@ def train(
         static_prob=static_prob, objects=objects, noise_prob=noise_prob, noise_max=noise_max,
         dim_prob=dim_prob, dim_min=dim_min, video_interp=video_interp, max_side=max_side,
         steps=steps, lr=lr, lr_min=min(lr_min, lr), schedule=schedule, warmup=warmup, lam=lam,
-        grad_clip=grad_clip, time_schedule=time_schedule, max_minutes=max_minutes, seed=seed,
-        device=device, precision=precision, threads=threads, channels_last=channels_last,
-        out=str(out),
+        grad_clip=grad_clip, time_schedule=time_schedule, init=str(init) if init else None,
+        max_minutes=max_minutes, seed=seed, device=device, precision=precision,
+        threads=threads, channels_last=channels_last, out=str(out),
         checkpoint_minutes=checkpoint_minutes, log_every=log_every, val_dir=val_dir,
         val_every=val_every, val_minutes=val_minutes, val_limit=val_limit)
     cfg.validate()

@@ -92,6 +92,9 @@ class TrainConfig:
     lam: float = 0.02
     grad_clip: float = 0.0
     time_schedule: bool = False
+    #: Weights to start from (fine-tuning): a spkrecon weights file or a run's ``last.pt``.
+    #: The optimizer, step count and schedule start afresh; ``--resume`` takes precedence.
+    init: str | None = None
     # -- run
     max_minutes: float | None = None
     seed: int = 0

@@ -74,6 +74,32 @@ def lr_factor(cfg: TrainConfig, progress: float, step: int) -> float:
     return f
 
 
+def initial_weights(spec: str, mcfg: Any) -> dict[str, torch.Tensor]:
+    """The state dict to fine-tune from: a spkrecon weights file or a run's ``last.pt``.
+
+    Raises WeightsError when the file holds another architecture than ``mcfg``.
+    """
+    from spkrecon.models.spk2imgnet import Spk2ImgNet
+    from spkrecon.models.weights import _torch_load, check_state_dict, load_checkpoint
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"--init weights {path} do not exist",
+                           "pass a weights file (best.pt, weights.pt) or a run's last.pt")
+    raw = _torch_load(path)
+    if isinstance(raw, dict) and raw.get("format") == ck.STATE_FORMAT:
+        saved = TrainConfig.from_dict(raw["config"]).model_config()
+        sd = raw["model"]
+    else:
+        ckpt = load_checkpoint(path)
+        saved, sd = ckpt.model_config(), ckpt.state_dict
+    if saved != mcfg:
+        raise WeightsError(f"--init weights {path} are a different architecture ({saved})",
+                           "pass the same --model/--features/--blocks as the weights")
+    check_state_dict(Spk2ImgNet(mcfg), sd, where=str(path))
+    return sd
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """Seed of the data generator for ``step`` in process ``rank``."""
     return (seed * 1_000_003 + rank * 7_919 + step * 2_654_435_761) % (2**63 - 1)
@@ -178,6 +204,8 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
         step, samples = int(state["step"]), int(state["samples"])
         elapsed_before, progress_before = float(state["elapsed"]), float(state["progress"])
         history, best = list(state["history"]), state["best"]
+    elif cfg.init:
+        model.load_state_dict(initial_weights(cfg.init, mcfg))
     train_model: torch.nn.Module = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from spkrecon.errors import OutputError, ParameterError
+from spkrecon.errors import OutputError, ParameterError, WeightsError
 from spkrecon.train import TrainConfig
 from spkrecon.train.data import BLOCK_CENTRES, Batch, DatasetSource, Mixture, augment
-from spkrecon.train.loop import lr_factor, run
+from spkrecon.train.loop import initial_weights, lr_factor, run
 from spkrecon.train.loss import hierarchical_loss
 from spkrecon.train.validate import pad4
 
@@ -177,6 +177,26 @@ def test_resume_continues_exactly(tiny_data: dict[str, Path], tmp_path: Path) ->
     assert second.step == 8 and second.samples == 8 * 4
     wf, wr = weights_of(full.out), weights_of(second.out)
     assert all(torch.allclose(wf[k], wr[k], rtol=0, atol=1e-6) for k in wf)
+
+
+def test_init_fine_tunes_from_weights_or_last(tiny_data: dict[str, Path], tmp_path: Path
+                                              ) -> None:
+    first = run(tiny(tmp_path / "first", tiny_data, steps=4))
+    w0 = weights_of(first.out)
+    mcfg = tiny(tmp_path, tiny_data).model_config()
+    for src in (first.out / "weights.pt", first.out / "last.pt"):
+        loaded = initial_weights(str(src), mcfg)
+        assert all(torch.equal(w0[k], loaded[k]) for k in w0)
+    tuned = run(tiny(tmp_path / "tuned", tiny_data, steps=3, seed=9,
+                     init=str(first.out / "weights.pt")))
+    assert tuned.step == 3  # a fresh step count, not the 4 of the first run
+    fresh = run(tiny(tmp_path / "fresh", tiny_data, steps=3, seed=9))
+    wt, wf = weights_of(tuned.out), weights_of(fresh.out)
+    assert not all(torch.equal(wt[k], wf[k]) for k in wt)
+    with pytest.raises(WeightsError, match="different architecture"):
+        run(tiny(tmp_path / "wide", tiny_data, features=12, init=str(first.out / "weights.pt")))
+    with pytest.raises(WeightsError, match="do not exist"):
+        run(tiny(tmp_path / "none", tiny_data, init=str(tmp_path / "missing.pt")))
 
 
 def test_max_minutes_stops_and_writes_weights(tiny_data: dict[str, Path], tmp_path: Path
