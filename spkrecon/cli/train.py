@@ -71,12 +71,17 @@ def train(
                                             rich_help_panel=_SIM)] = 0.3,
     dim_min: Annotated[float, typer.Option("--dim-min", help="Dimmest light gain.",
                                            rich_help_panel=_SIM)] = 0.2,
+    scale_min: Annotated[float, typer.Option(
+        "--scale-min", help="Smallest source zoom: a patch covers patch/scale source pixels, "
+        "so lower values give denser detail.", rich_help_panel=_SIM)] = 0.5,
+    scale_max: Annotated[float, typer.Option("--scale-max", help="Largest source zoom.",
+                                             rich_help_panel=_SIM)] = 1.0,
     video_interp: Annotated[str, typer.Option("--video-interp", help="Between video frames: "
                                               "flow or linear.", rich_help_panel=_SIM)
                             ] = "flow",
     model: Annotated[str, typer.Option("--model", help="full (the authors' network), lite "
-                                       "(CPU: no alignment, width 24, depth 3) or net_a .. "
-                                       "net_e (the paper's ablations).",
+                                       "(CPU: Net_b, width 24, depth 3, motion-compensated "
+                                       "input) or net_a .. net_e (the paper's ablations).",
                                        rich_help_panel=_MODEL)] = "full",
     features: Annotated[int | None, typer.Option("--features", help="Width (feature "
                                                  "channels); default the model's.",
@@ -165,7 +170,8 @@ def train(
         dataset_share=dataset_share, patch=patch, batch_size=batch_size, augment=augment,
         alpha=alpha, max_speed=max_speed, camera_max_speed=camera_speed,
         static_prob=static_prob, objects=objects, noise_prob=noise_prob, noise_max=noise_max,
-        dim_prob=dim_prob, dim_min=dim_min, video_interp=video_interp, max_side=max_side,
+        dim_prob=dim_prob, dim_min=dim_min, scale_min=scale_min, scale_max=scale_max,
+        video_interp=video_interp, max_side=max_side,
         steps=steps, lr=lr, lr_min=min(lr_min, lr), schedule=schedule, warmup=warmup, lam=lam,
         grad_clip=grad_clip, time_schedule=time_schedule, init=str(init) if init else None,
         max_minutes=max_minutes, seed=seed, device=device, precision=precision,

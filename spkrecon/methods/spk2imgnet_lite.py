@@ -17,7 +17,7 @@ class Spk2ImgNetLite(Spk2ImgNet):
     """:class:`Spk2ImgNet` with the ``spk2imgnet-lite`` weights by default."""
 
     name = "spk2imgnet-lite"
-    summary = "Spk2ImgNet lite: narrow network without alignment, for CPUs (spkrecon-trained)"
+    summary = "Spk2ImgNet lite: narrow motion-compensated network for CPUs (spkrecon-trained)"
 
     def __init__(self, weights: str | None = LITE_NAME, device: str = "auto",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,

@@ -16,7 +16,8 @@ from spkrecon.errors import ParameterError
 #: ablations. Width/depth overrides apply on top.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "full": {"sali": True, "pda": True, "re": True, "features": 64, "num_blocks": 10},
-    "lite": {"sali": True, "pda": False, "re": False, "features": 24, "num_blocks": 3},
+    "lite": {"sali": True, "pda": False, "re": False, "features": 24, "num_blocks": 3,
+             "align_radius": 4},
     "net_a": {"sali": False, "pda": False, "re": False},
     "net_b": {"sali": True, "pda": False, "re": False},
     "net_c": {"sali": False, "pda": True, "re": False},
