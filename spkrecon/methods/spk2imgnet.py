@@ -127,9 +127,7 @@ class Spk2ImgNet(Reconstructor):
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
         self.batch_size = int(batch_size)
-        # A motion-compensated network resamples each window to its own centre frame, so
-        # block encodings cannot be shared between output frames.
-        self.reuse = bool(reuse) and not model.config.align_radius
+        self.reuse = bool(reuse)
         self.config = model.config
         self._torch = torch
         self._dev = dev

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 __all__ = [
-    "PRESETS", "BlockFeatures", "MotionCompensation", "Spk2ImgNet", "Spk2ImgNetConfig",
+    "PRESETS", "BlockFeatures", "Spk2ImgNet", "Spk2ImgNetConfig",
     "count_parameters",
 ]
 
@@ -60,10 +60,7 @@ class Spk2ImgNetConfig:
     - without PDA, neighbour features are not aligned (plain concatenation);
     - without RE, the (aligned) neighbour features are not weighted by reliability masks.
 
-    ``align_radius`` (not in the paper) gives a network without PDA a parameter-free motion
-    compensation of its input window instead: :class:`MotionCompensation`. Such a network
-    cannot share block encodings between output frames (each window is resampled to its own
-    centre).
+    ``raw_skip`` (not in the paper) also feeds each block's spike frames to the feature CNN.
     """
 
     features: int = 64
@@ -76,9 +73,9 @@ class Spk2ImgNetConfig:
     block_radius: int = 6
     block_step: int = 7
     num_temporal_blocks: int = 5
-    #: spkrecon's addition for networks without PDA: motion-compensate the input window
-    #: (:class:`MotionCompensation`), block matching within this radius (pixels; 0: off).
-    align_radius: int = 0
+    #: spkrecon's addition: feed each block's raw spike frames to the feature CNN beside the
+    #: SALI estimates (the estimates alone are a 4-channel bottleneck).
+    raw_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.features < 1 or self.num_blocks < 0 or self.sali_features < 1:
@@ -88,9 +85,6 @@ class Spk2ImgNetConfig:
         if self.block_step < 1 or self.num_temporal_blocks < 1 or \
                 self.num_temporal_blocks % 2 == 0:
             raise ValueError("block_step >= 1 and an odd num_temporal_blocks are required")
-        if self.align_radius < 0 or (self.align_radius and self.pda):
-            raise ValueError("align_radius needs pda=False (it replaces the deformable "
-                             "alignment) and must be >= 0")
         if self.pda and self.features % self.deform_groups:
             raise ValueError(f"features ({self.features}) must be a multiple of "
                              f"deform_groups ({self.deform_groups})")
@@ -200,7 +194,8 @@ class FeatureExtractor(nn.Module):
             setattr(self, f"conv0_{i}", _conv(n - 2 * i, s))
             setattr(self, f"conv1_{i}", _conv(s, 1))
         self.ca = CALayer(4) if cfg.sali else None
-        self.conv = _conv(self.branches, cfg.features)
+        self.raw_skip = cfg.raw_skip
+        self.conv = _conv(self.branches + (n if cfg.raw_skip else 0), cfg.features)
         self.net = nn.Sequential(*[BasicBlock(cfg.features) for _ in range(cfg.num_blocks)])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -209,6 +204,8 @@ class FeatureExtractor(nn.Module):
             getattr(self, f"conv1_{i}")(F.relu(getattr(self, f"conv0_{i}")(x[:, i:n - i])))
             for i in range(self.branches)], dim=1)
         out = est * self.ca(est) if self.ca is not None else est
+        if self.raw_skip:
+            out = torch.cat([out, x], 1)
         out = F.relu(self.conv(out))
         return self.net(out) + out, est
 
@@ -345,118 +342,6 @@ class FusionMask(nn.Module):
         return torch.sigmoid(self.conv2(self.prelu1(self.conv1(fea))))
 
 
-def block_flow(nbr: Tensor, key: Tensor, radius: int, box: int = 9, min_gain: float = 0.7
-               ) -> Tensor:
-    """Displacements ``(N, 2, H, W)``: ``key``'s content at ``x`` is ``nbr``'s at ``x + d``.
-
-    ``nbr`` and ``key`` are images ``(N, C, H, W)`` (channels averaged). Block matching at half
-    resolution: for every pixel the displacement within ``radius`` full-resolution pixels that
-    minimises the mean squared difference over a ``box`` x ``box`` window, refined by a
-    parabola to sub-pixel precision, then upsampled; 0 where the best match is not at least
-    ``1 / min_gain`` times better than no displacement. Not differentiable (no gradient).
-    """
-    with torch.no_grad():
-        full = key.shape[-2:]
-        nbr = F.avg_pool2d(nbr.float().mean(1, keepdim=True), 2, ceil_mode=True)
-        key = F.avg_pool2d(key.float().mean(1, keepdim=True), 2, ceil_mode=True)
-        r = max(1, (radius + 1) // 2)
-        h, w = key.shape[-2:]
-        padded = F.pad(nbr, (r, r, r, r), mode="replicate")
-        side = 2 * r + 1
-        cost = torch.cat([(padded[..., dy:dy + h, dx:dx + w] - key).square()
-                          for dy in range(side) for dx in range(side)], 1)
-        cost = _box_mean(cost, max(1, box // 2) | 1)
-        idx = cost.argmin(1, keepdim=True)
-        iy, ix = idx // side, idx % side
-
-        def at(yy: Tensor, xx: Tensor) -> Tensor:
-            return cost.gather(1, yy.clamp(0, side - 1) * side + xx.clamp(0, side - 1))
-
-        c0 = at(iy, ix)
-
-        def sub(i: Tensor, cm: Tensor, cp: Tensor) -> Tensor:
-            den = cm - 2 * c0 + cp
-            inside = (i > 0) & (i < side - 1) & (den > 1e-12)
-            step = (cm - cp) / (2 * den.clamp_min(1e-12))
-            return torch.where(inside, step.clamp(-0.5, 0.5), torch.zeros_like(step))
-
-        fy = (iy - r).to(cost.dtype) + sub(iy, at(iy - 1, ix), at(iy + 1, ix))
-        fx = (ix - r).to(cost.dtype) + sub(ix, at(iy, ix - 1), at(iy, ix + 1))
-        # Keep a displacement only where it matches clearly better than none: in flat or
-        # blurred regions the minimum is noise.
-        still = cost[:, side * r + r:side * r + r + 1]
-        sure = c0 <= min_gain * still
-        flow = torch.cat([fy, fx], 1) * 2 * sure
-        return F.interpolate(flow, size=full, mode="bilinear", align_corners=False)
-
-
-def _box_mean(x: Tensor, size: int) -> Tensor:
-    """Mean over ``size`` x ``size`` windows (replicated edges), by cumulative sums."""
-    p = size // 2
-    x = F.pad(x, (p + 1, size - p - 1, p + 1, size - p - 1), mode="replicate")
-    x = x.cumsum(-2)
-    x = x[..., size:, :] - x[..., :-size, :]
-    x = x.cumsum(-1)
-    return (x[..., size:] - x[..., :-size]) / (size * size)
-
-
-def shift_sample(x: Tensor, flow: Tensor) -> Tensor:
-    """``x`` ``(N, C, H, W)`` sampled at ``p + flow`` (bilinear, edges replicated)."""
-    _, _, h, w = x.shape
-    gy = torch.arange(h, device=x.device, dtype=flow.dtype).view(1, h, 1)
-    gx = torch.arange(w, device=x.device, dtype=flow.dtype).view(1, 1, w)
-    sy = (gy + flow[:, 0]) * (2 / max(h - 1, 1)) - 1
-    sx = (gx + flow[:, 1]) * (2 / max(w - 1, 1)) - 1
-    grid = torch.stack([sx, sy], -1).to(x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-class MotionCompensation(nn.Module):
-    """Parameter-free motion compensation of a spike window (spkrecon's, not in the paper).
-
-    The spike rate of each 13-frame block is matched against the key block's
-    (:func:`block_flow`); the per-pixel velocity (pixels per step) is the least-squares fit
-    of the four displacements to the blocks' time offsets, leaving out displacements that hit
-    the search ``radius``. Frame ``t`` is then resampled at ``p + v * (t - centre)``, so that
-    a scene moving at constant speed looks still to the network. Where the motion is beyond
-    the search range the velocity is 0 and the window passes unchanged.
-    """
-
-    def __init__(self, cfg: Spk2ImgNetConfig) -> None:
-        super().__init__()
-        self.radius = cfg.align_radius
-        self.block_length, self.block_step = cfg.block_length, cfg.block_step
-        self.offsets = cfg.block_offsets()
-        self.key = cfg.key_block
-
-    def velocity(self, x: Tensor) -> Tensor:
-        """Velocities ``(B, 2, H, W)`` (dy, dx per step) of a window ``(B, T, H, W)``."""
-        b = x.shape[0]
-        n, s = self.block_length, self.block_step
-        rates = [x[:, k * s:k * s + n].float().mean(1, keepdim=True)
-                 for k in range(len(self.offsets))]
-        nbrs = [k for k in range(len(self.offsets)) if k != self.key]
-        flows = block_flow(torch.cat([rates[k] for k in nbrs]),
-                           rates[self.key].repeat(len(nbrs), 1, 1, 1), self.radius).split(b)
-        num = torch.zeros_like(flows[0])
-        den = torch.zeros_like(flows[0][:, :1])
-        for k, f in zip(nbrs, flows, strict=True):
-            o = float(self.offsets[k])
-            ok = (f.abs().amax(1, keepdim=True) < self.radius - 0.5).to(f.dtype)
-            num += ok * f * o
-            den += ok * o * o
-        return num / den.clamp_min(1e-6)
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
-        """Window ``(B, T, H, W)`` -> the same window resampled to its centre frame."""
-        b, t, h, w = x.shape
-        v = self.velocity(x)
-        dt = torch.arange(t, device=x.device, dtype=v.dtype) - (t - 1) / 2
-        flow = (v[:, None] * dt.view(1, t, 1, 1, 1)).reshape(b * t, 2, h, w)
-        return shift_sample(x.reshape(b * t, 1, h, w), flow).reshape(b, t, h, w)
-
-
 class BlockFeatures(NamedTuple):
     """What one 13-frame block contributes, whatever output frame it serves.
 
@@ -497,7 +382,6 @@ class Spk2ImgNet(nn.Module):
         self.rec_conv1 = _conv(3 * f, f)
         self.rec_conv2 = _conv(f, 1)
         self.pcd_align = PyramidAlign(f, cfg.deform_groups) if cfg.pda else None
-        self.motion = MotionCompensation(cfg) if cfg.align_radius else None
 
     # -- the two halves ----------------------------------------------------------------
     def encode(self, blocks: Tensor) -> BlockFeatures:
@@ -541,8 +425,6 @@ class Spk2ImgNet(nn.Module):
                 for k in range(cfg.num_temporal_blocks)]
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        if self.motion is not None:
-            x = self.motion(x)
         blocks = self.split_blocks(x)
         b = x.shape[0]
         feats = self.encode(torch.cat(blocks, 0))

@@ -340,9 +340,11 @@ def infer_config(sd: dict[str, Tensor], block_step: int = 7) -> Spk2ImgNetConfig
         pda = any(k.startswith("pcd_align.") for k in sd)
         groups = (int(sd["pcd_align.pcd_align.L1_dcnpack_1.conv_offset_mask.weight"].shape[0])
                   // 27) if pda else 8
+        sali = "extractor.conv0_1.weight" in sd
         return Spk2ImgNetConfig(
+            raw_skip=int(sd["extractor.conv.weight"].shape[1]) > (4 if sali else 1),
             features=features, num_blocks=len(blocks),
-            sali="extractor.conv0_1.weight" in sd, pda=pda,
+            sali=sali, pda=pda,
             re=any(k.startswith("mask") for k in sd),
             sali_features=int(conv00.shape[0]), deform_groups=groups,
             block_radius=(int(conv00.shape[1]) - 1) // 2, block_step=block_step,

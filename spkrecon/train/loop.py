@@ -93,8 +93,7 @@ def initial_weights(spec: str, mcfg: Any) -> dict[str, torch.Tensor]:
     else:
         ckpt = load_checkpoint(path)
         saved, sd = ckpt.model_config(), ckpt.state_dict
-    # The block-matching alignment has no parameters: weights trained with or without it fit.
-    if saved.with_(align_radius=0) != mcfg.with_(align_radius=0):
+    if saved != mcfg:
         raise WeightsError(f"--init weights {path} are a different architecture ({saved})",
                            "pass the same --model/--features/--blocks as the weights")
     check_state_dict(Spk2ImgNet(mcfg), sd, where=str(path))

@@ -229,23 +229,3 @@ def test_cuda_matches_the_cpu(weights_file, spikes):
                          channels_last=True)(spikes, idx)
         assert np.abs(low - cpu).mean() < 0.02
 
-
-def test_motion_compensated_lite_network_runs_per_window(spikes, tmp_path):
-    cfg = Spk2ImgNetConfig.preset("net_b", features=8, num_blocks=1, align_radius=4)
-    torch.manual_seed(4)
-    net = Net(cfg).eval()
-    path = tmp_path / "lite.pt"
-    W.save_checkpoint(W.Checkpoint(net.state_dict(), cfg.to_dict(), 0.6, W.make_meta()), path)
-    idx = list(range(0, 64, 2))
-    reuse = create("spk2imgnet-lite", weights=str(path), device="cpu", batch_size=3)
-    naive = create("spk2imgnet-lite", weights=str(path), device="cpu", reuse=False)
-    assert not reuse.reuse  # each window is resampled to its own centre: nothing to share
-    a, b = reuse(spikes, idx), naive(spikes, idx)
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
-    direct = Net(cfg).eval()
-    direct.load_state_dict(net.state_dict())
-    padded = np.pad(spikes, ((20, 20), (0, 0), (0, 0)), mode="reflect")[30:71]
-    padded = np.pad(padded, ((0, 0), (0, 2), (0, 2)), mode="symmetric")
-    with torch.inference_mode():
-        image, _ = direct(torch.from_numpy(padded).float()[None])
-    np.testing.assert_allclose(a[15], image[0, 0, :22, :30].clamp(0, 1).numpy(), atol=1e-5)

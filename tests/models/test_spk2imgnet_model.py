@@ -127,73 +127,23 @@ def test_encode_then_fuse_equals_forward():
         torch.testing.assert_close(feats[4].est, est[4])
 
 
-# -- motion compensation (spkrecon's parameter-free alignment for networks without PDA) -----
-def _moved(img, dy: float, dx: float):
-    """``img`` with its content moved by ``(dy, dx)`` pixels (bilinear)."""
-    h, w = img.shape[-2:]
-    gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing="ij")
-    grid = torch.stack([(gx - dx) * 2 / (w - 1) - 1, (gy - dy) * 2 / (h - 1) - 1], -1)[None]
-    return torch.nn.functional.grid_sample(img, grid, mode="bilinear", padding_mode="border",
-                                           align_corners=True)
-
-
-def _texture(h: int = 96, w: int = 96, channels: int = 1):
-    torch.manual_seed(0)
-    blur = torch.nn.functional.avg_pool2d
-    return blur(blur(torch.rand(1, channels, h, w), 5, 1, 2), 3, 1, 1)  # detail of a few px
-
-
-@pytest.mark.parametrize("shift", [(0.0, 0.0), (1.0, -2.0), (-2.5, 0.5), (3.0, 2.25)])
-def test_block_flow_finds_the_displacement(shift):
-    from spkrecon.models.spk2imgnet import block_flow
-
-    key = _texture(channels=4)
-    flow = block_flow(_moved(key, *shift), key, radius=4)[0, :, 16:-16, 16:-16]
-    assert abs(flow[0].median().item() - shift[0]) < 0.3
-    assert abs(flow[1].median().item() - shift[1]) < 0.3
-
-
-def _moving_window(vy: float, vx: float, frames: int = 41):
-    key = _texture()
-    centre = (frames - 1) / 2
-    return torch.cat([_moved(key, vy * (t - centre), vx * (t - centre))
-                      for t in range(frames)], 1), key
-
-
-def test_motion_compensation_makes_a_constant_motion_still():
-    from spkrecon.models.spk2imgnet import MotionCompensation
-
-    mc = MotionCompensation(Spk2ImgNetConfig.preset("net_b", align_radius=4))
-    x, key = _moving_window(0.1, -0.15)
-    v = mc.velocity(x)[0, :, 16:-16, 16:-16]
-    assert abs(v[0].median().item() - 0.1) < 0.02 and abs(v[1].median().item() + 0.15) < 0.02
-    inner = (..., slice(20, -20), slice(20, -20))
-    before = (x - key)[inner].abs().mean()
-    after = (mc(x) - key)[inner].abs().mean()
-    assert after < before / 4
-    x, _ = _moving_window(0.3, 0.0)  # the outer blocks are beyond the radius: inner ones only
-    assert abs(mc.velocity(x)[0, 0, 16:-16, 16:-16].median().item() - 0.3) < 0.02
-    # motion beyond the search range: mostly left alone, never more than the radius allows
-    fast, _ = _moving_window(1.2, 0.0)
-    v = mc.velocity(fast)[0, :, 16:-16, 16:-16]
-    assert v.abs().median() < 0.1 and v.abs().max() <= 4 / 7
-
-
-def test_motion_compensated_network_has_the_same_parameters():
+# -- raw_skip (spkrecon's addition) ----------------------------------------------------
+def test_raw_skip_feeds_the_spike_frames_to_the_feature_cnn():
     plain = Spk2ImgNetConfig.preset("net_b", features=16, num_blocks=1)
-    aligned = plain.with_(align_radius=4)
-    assert Spk2ImgNetConfig.from_dict(aligned.to_dict()) == aligned
-    assert Spk2ImgNet(aligned).state_dict().keys() == Spk2ImgNet(plain).state_dict().keys()
-    with pytest.raises(ValueError, match="align_radius"):
-        Spk2ImgNetConfig(align_radius=4)  # the full network has PDA
-    torch.manual_seed(2)
-    model = Spk2ImgNet(aligned).eval()
+    raw = plain.with_(raw_skip=True)
+    assert Spk2ImgNetConfig.from_dict(raw.to_dict()) == raw
+    torch.manual_seed(3)
     base = Spk2ImgNet(plain).eval()
-    base.load_state_dict(model.state_dict())
-    x, _ = _moving_window(0.1, 0.1)
-    x = (x[..., :48, :64] > torch.rand_like(x[..., :48, :64])).float()
+    model = Spk2ImgNet(raw).eval()
+    assert model.state_dict()["extractor.conv.weight"].shape == (16, 4 + 13, 3, 3)
+    sd = base.state_dict()
+    w = sd["extractor.conv.weight"]
+    sd["extractor.conv.weight"] = torch.cat([w, torch.zeros(16, 13, 3, 3)], 1)
+    model.load_state_dict(sd)
+    x = (torch.rand(1, 41, 24, 32) < 0.4).float()
     with torch.inference_mode():
-        image, _ = model(x)
-        torch.testing.assert_close(base(model.motion(x))[0], image)
-        assert not torch.allclose(image, base(x)[0])  # the compensation changes the input
+        # zero weights on the raw frames: exactly the plain network
+        torch.testing.assert_close(model(x)[0], base(x)[0])
+        with torch.no_grad():
+            model.extractor.conv.weight[:, 4:].normal_(std=0.1)
+        assert not torch.allclose(model(x)[0], base(x)[0])

@@ -115,9 +115,10 @@ def test_bad_config_and_foreign_dicts(tmp_path):
         W.load_checkpoint(tmp_path / "other.pt")
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", [*PRESETS, "net_b+raw_skip", "net_a+raw_skip"])
 def test_import_infers_the_architecture(tmp_path, name):
-    cfg = Spk2ImgNetConfig.preset(name, features=16, num_blocks=3)
+    preset, _, extra = name.partition("+")
+    cfg = Spk2ImgNetConfig.preset(preset, features=16, num_blocks=3, raw_skip=bool(extra))
     sd = {f"module.{k}": v for k, v in Spk2ImgNet(cfg).state_dict().items()}
     torch.save(sd, tmp_path / "release.pth")
     ckpt = W.import_authors_checkpoint(tmp_path / "release.pth", tmp_path / "ours.pt")
