@@ -80,7 +80,12 @@ def initial_weights(spec: str, mcfg: Any) -> dict[str, torch.Tensor]:
     Raises WeightsError when the file holds another architecture than ``mcfg``.
     """
     from spkrecon.models.spk2imgnet import Spk2ImgNet
-    from spkrecon.models.weights import _torch_load, check_state_dict, load_checkpoint
+    from spkrecon.models.weights import (
+        _torch_load,
+        check_state_dict,
+        infer_config,
+        load_checkpoint,
+    )
 
     path = Path(spec).expanduser()
     if not path.is_file():
@@ -88,12 +93,18 @@ def initial_weights(spec: str, mcfg: Any) -> dict[str, torch.Tensor]:
                            "pass a weights file (best.pt, weights.pt) or a run's last.pt")
     raw = _torch_load(path)
     if isinstance(raw, dict) and raw.get("format") == ck.STATE_FORMAT:
-        saved = TrainConfig.from_dict(raw["config"]).model_config()
-        sd = raw["model"]
+        sd = dict(raw["model"])
+        # A run's preset may have changed since: trust the tensors, not the preset name.
+        saved = infer_config(sd, mcfg.block_step)
     else:
         ckpt = load_checkpoint(path)
-        saved, sd = ckpt.model_config(), ckpt.state_dict
-    if saved != mcfg:
+        saved, sd = ckpt.model_config(), dict(ckpt.state_dict)
+    if saved == mcfg.with_(raw_skip=False) and mcfg.raw_skip:
+        # Grow into raw_skip: zero weights on the spike frames keep the network's function.
+        w = sd["extractor.conv.weight"]
+        sd["extractor.conv.weight"] = torch.cat(
+            [w, w.new_zeros(w.shape[0], mcfg.block_length, *w.shape[2:])], 1)
+    elif saved != mcfg:
         raise WeightsError(f"--init weights {path} are a different architecture ({saved})",
                            "pass the same --model/--features/--blocks as the weights")
     check_state_dict(Spk2ImgNet(mcfg), sd, where=str(path))
@@ -199,6 +210,9 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
         if saved != mcfg:
             raise WeightsError(f"{resume_from} trained a different architecture ({saved})",
                                "resume with the same --model/--features/--blocks")
+        from spkrecon.models.weights import check_state_dict
+
+        check_state_dict(model, state["model"], where=str(resume_from))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, samples = int(state["step"]), int(state["samples"])

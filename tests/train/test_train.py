@@ -195,6 +195,14 @@ def test_init_fine_tunes_from_weights_or_last(tiny_data: dict[str, Path], tmp_pa
     assert not all(torch.equal(wt[k], wf[k]) for k in wt)
     with pytest.raises(WeightsError, match="different architecture"):
         run(tiny(tmp_path / "wide", tiny_data, features=12, init=str(first.out / "weights.pt")))
+    # a plain network grows into raw_skip with zero weights on the spike frames
+    plain = tiny(tmp_path / "plain", tiny_data, model="net_b", steps=2)
+    run(plain)
+    grown = initial_weights(str(Path(plain.out) / "last.pt"), mcfg)
+    assert mcfg.raw_skip and grown["extractor.conv.weight"].shape[1] == 4 + 13
+    assert not grown["extractor.conv.weight"][:, 4:].any()
+    assert torch.equal(grown["extractor.conv.weight"][:, :4],
+                       weights_of(Path(plain.out))["extractor.conv.weight"])
     with pytest.raises(WeightsError, match="do not exist"):
         run(tiny(tmp_path / "none", tiny_data, init=str(tmp_path / "missing.pt")))
 
