@@ -74,10 +74,13 @@ def lr_factor(cfg: TrainConfig, progress: float, step: int) -> float:
     return f
 
 
-def initial_weights(spec: str, mcfg: Any) -> dict[str, torch.Tensor]:
+def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None = None
+                    ) -> dict[str, torch.Tensor]:
     """The state dict to fine-tune from: a spkrecon weights file or a run's ``last.pt``.
 
-    Raises WeightsError when the file holds another architecture than ``mcfg``.
+    A network with fewer residual blocks or without ``raw_skip`` grows into ``mcfg``
+    (same function; added convolutions other than the zeroed ones come from ``fresh``, the new
+    model's own initialisation). Raises WeightsError for any other architecture.
     """
     from spkrecon.models.spk2imgnet import Spk2ImgNet
     from spkrecon.models.weights import (
@@ -99,14 +102,25 @@ def initial_weights(spec: str, mcfg: Any) -> dict[str, torch.Tensor]:
     else:
         ckpt = load_checkpoint(path)
         saved, sd = ckpt.model_config(), dict(ckpt.state_dict)
-    if saved == mcfg.with_(raw_skip=False) and mcfg.raw_skip:
-        # Grow into raw_skip: zero weights on the spike frames keep the network's function.
+    grow_raw = mcfg.raw_skip and not saved.raw_skip
+    grow_depth = saved.num_blocks < mcfg.num_blocks
+    if saved.with_(raw_skip=mcfg.raw_skip, num_blocks=mcfg.num_blocks) != mcfg or (
+            saved.raw_skip and not mcfg.raw_skip) or saved.num_blocks > mcfg.num_blocks:
+        raise WeightsError(f"--init weights {path} are a different architecture ({saved})",
+                           "pass the same --model/--features/--blocks as the weights (or "
+                           "more --blocks, or a raw_skip model, to grow them)")
+    # Growing keeps the network's function: zero weights on the added spike-frame inputs,
+    # and added residual blocks whose last convolution is zero (identity blocks).
+    if grow_raw:
         w = sd["extractor.conv.weight"]
         sd["extractor.conv.weight"] = torch.cat(
             [w, w.new_zeros(w.shape[0], mcfg.block_length, *w.shape[2:])], 1)
-    elif saved != mcfg:
-        raise WeightsError(f"--init weights {path} are a different architecture ({saved})",
-                           "pass the same --model/--features/--blocks as the weights")
+    if grow_depth:
+        base = fresh if fresh is not None else Spk2ImgNet(mcfg).state_dict()
+        for i in range(saved.num_blocks, mcfg.num_blocks):
+            for k, v in base.items():
+                if k.startswith(f"extractor.net.{i}."):
+                    sd[k] = torch.zeros_like(v) if ".conv3." in k else v.clone()
     check_state_dict(Spk2ImgNet(mcfg), sd, where=str(path))
     return sd
 
@@ -219,7 +233,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
         elapsed_before, progress_before = float(state["elapsed"]), float(state["progress"])
         history, best = list(state["history"]), state["best"]
     elif cfg.init:
-        model.load_state_dict(initial_weights(cfg.init, mcfg))
+        model.load_state_dict(initial_weights(cfg.init, mcfg, model.state_dict()))
     train_model: torch.nn.Module = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP

@@ -203,6 +203,19 @@ def test_init_fine_tunes_from_weights_or_last(tiny_data: dict[str, Path], tmp_pa
     assert not grown["extractor.conv.weight"][:, 4:].any()
     assert torch.equal(grown["extractor.conv.weight"][:, :4],
                        weights_of(Path(plain.out))["extractor.conv.weight"])
+    # ... and deeper with identity blocks: the same function
+    deep_cfg = mcfg.with_(num_blocks=3)
+    deep = initial_weights(str(Path(plain.out) / "weights.pt"), deep_cfg)
+    from spkrecon.models.spk2imgnet import Spk2ImgNet
+
+    small, big = Spk2ImgNet(mcfg).eval(), Spk2ImgNet(deep_cfg).eval()
+    small.load_state_dict(grown)
+    big.load_state_dict(deep)
+    x = (torch.rand(1, 41, 16, 16) < 0.3).float()
+    with torch.inference_mode():
+        torch.testing.assert_close(big(x)[0], small(x)[0])
+    with pytest.raises(WeightsError, match="different architecture"):
+        initial_weights(str(Path(plain.out) / "weights.pt"), mcfg.with_(num_blocks=0))
     with pytest.raises(WeightsError, match="do not exist"):
         run(tiny(tmp_path / "none", tiny_data, init=str(tmp_path / "missing.pt")))
 
