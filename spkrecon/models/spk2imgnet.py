@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 __all__ = [
-    "PRESETS", "BlockFeatures", "Spk2ImgNet", "Spk2ImgNetConfig",
+    "PRESETS", "BlockFeatures", "Spk2ImgNet", "block_flow", "window_velocity", "Spk2ImgNetConfig",
     "count_parameters",
 ]
 
@@ -60,7 +60,8 @@ class Spk2ImgNetConfig:
     - without PDA, neighbour features are not aligned (plain concatenation);
     - without RE, the (aligned) neighbour features are not weighted by reliability masks.
 
-    ``raw_skip`` (not in the paper) also feeds each block's spike frames to the feature CNN.
+    ``raw_skip`` (not in the paper) also feeds each block's spike frames to the feature CNN;
+    ``motion_input`` (not in the paper) gives the fusion head the window's velocity.
     """
 
     features: int = 64
@@ -76,6 +77,10 @@ class Spk2ImgNetConfig:
     #: spkrecon's addition: feed each block's raw spike frames to the feature CNN beside the
     #: SALI estimates (the estimates alone are a 4-channel bottleneck).
     raw_skip: bool = False
+    #: spkrecon's addition for networks without PDA: the fusion head also gets the per-pixel
+    #: velocity of the window (block matching of the blocks' SALI estimates), in pixels per
+    #: ``block_step`` steps.
+    motion_input: bool = False
 
     def __post_init__(self) -> None:
         if self.features < 1 or self.num_blocks < 0 or self.sali_features < 1:
@@ -342,6 +347,85 @@ class FusionMask(nn.Module):
         return torch.sigmoid(self.conv2(self.prelu1(self.conv1(fea))))
 
 
+def block_flow(nbr: Tensor, key: Tensor, radius: int, box: int = 9, min_gain: float = 0.7
+               ) -> Tensor:
+    """Displacements ``(N, 2, H, W)``: ``key``'s content at ``x`` is ``nbr``'s at ``x + d``.
+
+    ``nbr`` and ``key`` are images ``(N, C, H, W)`` (channels averaged). Block matching at half
+    resolution: for every pixel the displacement within ``radius`` full-resolution pixels that
+    minimises the mean squared difference over a ``box`` x ``box`` window, refined by a
+    parabola to sub-pixel precision, then upsampled; 0 where the best match is not at least
+    ``1 / min_gain`` times better than no displacement. Not differentiable (no gradient).
+    """
+    with torch.no_grad():
+        full = key.shape[-2:]
+        nbr = F.avg_pool2d(nbr.float().mean(1, keepdim=True), 2, ceil_mode=True)
+        key = F.avg_pool2d(key.float().mean(1, keepdim=True), 2, ceil_mode=True)
+        r = max(1, (radius + 1) // 2)
+        h, w = key.shape[-2:]
+        padded = F.pad(nbr, (r, r, r, r), mode="replicate")
+        side = 2 * r + 1
+        cost = torch.cat([(padded[..., dy:dy + h, dx:dx + w] - key).square()
+                          for dy in range(side) for dx in range(side)], 1)
+        cost = _box_mean(cost, max(1, box // 2) | 1)
+        idx = cost.argmin(1, keepdim=True)
+        iy, ix = idx // side, idx % side
+
+        def at(yy: Tensor, xx: Tensor) -> Tensor:
+            return cost.gather(1, yy.clamp(0, side - 1) * side + xx.clamp(0, side - 1))
+
+        c0 = at(iy, ix)
+
+        def sub(i: Tensor, cm: Tensor, cp: Tensor) -> Tensor:
+            den = cm - 2 * c0 + cp
+            inside = (i > 0) & (i < side - 1) & (den > 1e-12)
+            step = (cm - cp) / (2 * den.clamp_min(1e-12))
+            return torch.where(inside, step.clamp(-0.5, 0.5), torch.zeros_like(step))
+
+        fy = (iy - r).to(cost.dtype) + sub(iy, at(iy - 1, ix), at(iy + 1, ix))
+        fx = (ix - r).to(cost.dtype) + sub(ix, at(iy, ix - 1), at(iy, ix + 1))
+        # Keep a displacement only where it matches clearly better than none: in flat or
+        # blurred regions the minimum is noise.
+        still = cost[:, side * r + r:side * r + r + 1]
+        sure = c0 <= min_gain * still
+        flow = torch.cat([fy, fx], 1) * 2 * sure
+        return F.interpolate(flow, size=full, mode="bilinear", align_corners=False)
+
+
+def _box_mean(x: Tensor, size: int) -> Tensor:
+    """Mean over ``size`` x ``size`` windows (replicated edges), by cumulative sums."""
+    p = size // 2
+    x = F.pad(x, (p + 1, size - p - 1, p + 1, size - p - 1), mode="replicate")
+    x = x.cumsum(-2)
+    x = x[..., size:, :] - x[..., :-size, :]
+    x = x.cumsum(-1)
+    return (x[..., size:] - x[..., :-size]) / (size * size)
+
+
+def window_velocity(ests: list[Tensor], offsets: list[int], key: int, radius: int = 4
+                    ) -> Tensor:
+    """Per-pixel velocity ``(B, 2, H, W)`` (dy, dx in pixels per step) of a window.
+
+    ``ests`` are the blocks' intensity images ``(B, C, H, W)`` in time order, centred at
+    ``offsets`` steps from the key block's centre. Each neighbour's :func:`block_flow` to
+    the key block is fitted by least squares to its offset; displacements at the search
+    limit (motion beyond ``radius``) are left out. No gradient.
+    """
+    with torch.no_grad():
+        b = ests[key].shape[0]
+        nbrs = [k for k in range(len(ests)) if k != key]
+        flows = block_flow(torch.cat([ests[k] for k in nbrs]),
+                           ests[key].repeat(len(nbrs), 1, 1, 1), radius).split(b)
+        num = torch.zeros_like(flows[0])
+        den = torch.zeros_like(flows[0][:, :1])
+        for k, f in zip(nbrs, flows, strict=True):
+            o = float(offsets[k])
+            ok = (f.abs().amax(1, keepdim=True) < radius - 0.5).to(f.dtype)
+            num += ok * f * o
+            den += ok * o * o
+        return num / den.clamp_min(1e-6)
+
+
 class BlockFeatures(NamedTuple):
     """What one 13-frame block contributes, whatever output frame it serves.
 
@@ -378,7 +462,8 @@ class Spk2ImgNet(nn.Module):
         if cfg.re:
             for k in self.neighbours:
                 setattr(self, f"mask{k}", FusionMask(f))
-        self.rec_conv0 = _conv(cfg.num_temporal_blocks * f, 3 * f)
+        self.rec_conv0 = _conv(cfg.num_temporal_blocks * f + (2 if cfg.motion_input else 0),
+                               3 * f)
         self.rec_conv1 = _conv(3 * f, f)
         self.rec_conv2 = _conv(f, 1)
         self.pcd_align = PyramidAlign(f, cfg.deform_groups) if cfg.pda else None
@@ -411,6 +496,9 @@ class Spk2ImgNet(nn.Module):
             aligned = [a * getattr(self, f"mask{k}")(a, key.l1)
                        for k, a in zip(self.neighbours, aligned, strict=True)]
         parts = aligned[:cfg.key_block] + [key.l1] + aligned[cfg.key_block:]
+        if cfg.motion_input:
+            v = window_velocity([bl.est for bl in blocks], cfg.block_offsets(), cfg.key_block)
+            parts.append((v * cfg.block_step).to(key.l1.dtype))
         out = F.relu(self.rec_conv0(torch.cat(parts, 1)))
         out = F.relu(self.rec_conv1(out))
         return self.rec_conv2(out)

@@ -348,7 +348,8 @@ def infer_config(sd: dict[str, Tensor], block_step: int = 7) -> Spk2ImgNetConfig
             re=any(k.startswith("mask") for k in sd),
             sali_features=int(conv00.shape[0]), deform_groups=groups,
             block_radius=(int(conv00.shape[1]) - 1) // 2, block_step=block_step,
-            num_temporal_blocks=int(sd["rec_conv0.weight"].shape[1]) // features)
+            num_temporal_blocks=int(sd["rec_conv0.weight"].shape[1]) // features,
+            motion_input=int(sd["rec_conv0.weight"].shape[1]) % features == 2)
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as exc:
         raise WeightsError(
             f"the state dict does not have Spk2ImgNet's parameter names ({exc})",

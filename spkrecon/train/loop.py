@@ -78,7 +78,8 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
                     ) -> dict[str, torch.Tensor]:
     """The state dict to fine-tune from: a spkrecon weights file or a run's ``last.pt``.
 
-    A network with fewer residual blocks or without ``raw_skip`` grows into ``mcfg``
+    A network with fewer residual blocks, or without ``raw_skip``/``motion_input``, grows into
+    ``mcfg``
     (same function; added convolutions other than the zeroed ones come from ``fresh``, the new
     model's own initialisation). Raises WeightsError for any other architecture.
     """
@@ -104,17 +105,23 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
         saved, sd = ckpt.model_config(), dict(ckpt.state_dict)
     grow_raw = mcfg.raw_skip and not saved.raw_skip
     grow_depth = saved.num_blocks < mcfg.num_blocks
-    if saved.with_(raw_skip=mcfg.raw_skip, num_blocks=mcfg.num_blocks) != mcfg or (
-            saved.raw_skip and not mcfg.raw_skip) or saved.num_blocks > mcfg.num_blocks:
+    grow_motion = mcfg.motion_input and not saved.motion_input
+    if saved.with_(raw_skip=mcfg.raw_skip, num_blocks=mcfg.num_blocks,
+                   motion_input=mcfg.motion_input) != mcfg or (
+            saved.raw_skip and not mcfg.raw_skip) or saved.num_blocks > mcfg.num_blocks or (
+            saved.motion_input and not mcfg.motion_input):
         raise WeightsError(f"--init weights {path} are a different architecture ({saved})",
                            "pass the same --model/--features/--blocks as the weights (or "
                            "more --blocks, or a raw_skip model, to grow them)")
-    # Growing keeps the network's function: zero weights on the added spike-frame inputs,
-    # and added residual blocks whose last convolution is zero (identity blocks).
+    # Growing keeps the network's function: zero weights on added inputs (spike frames,
+    # velocity), and added residual blocks whose last convolution is zero (identity blocks).
     if grow_raw:
         w = sd["extractor.conv.weight"]
         sd["extractor.conv.weight"] = torch.cat(
             [w, w.new_zeros(w.shape[0], mcfg.block_length, *w.shape[2:])], 1)
+    if grow_motion:
+        w = sd["rec_conv0.weight"]
+        sd["rec_conv0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 2, *w.shape[2:])], 1)
     if grow_depth:
         base = fresh if fresh is not None else Spk2ImgNet(mcfg).state_dict()
         for i in range(saved.num_blocks, mcfg.num_blocks):

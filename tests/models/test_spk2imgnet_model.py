@@ -147,3 +147,67 @@ def test_raw_skip_feeds_the_spike_frames_to_the_feature_cnn():
         with torch.no_grad():
             model.extractor.conv.weight[:, 4:].normal_(std=0.1)
         assert not torch.allclose(model(x)[0], base(x)[0])
+
+
+# -- motion_input (spkrecon's addition) -----------------------------------------------------
+def _moved(img, dy: float, dx: float):
+    """``img`` with its content moved by ``(dy, dx)`` pixels (bilinear)."""
+    h, w = img.shape[-2:]
+    gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32),
+                            torch.arange(w, dtype=torch.float32), indexing="ij")
+    grid = torch.stack([(gx - dx) * 2 / (w - 1) - 1, (gy - dy) * 2 / (h - 1) - 1], -1)[None]
+    return torch.nn.functional.grid_sample(img, grid, mode="bilinear", padding_mode="border",
+                                           align_corners=True)
+
+
+def _texture(h: int = 96, w: int = 96, channels: int = 4):
+    torch.manual_seed(0)
+    blur = torch.nn.functional.avg_pool2d
+    return blur(blur(torch.rand(1, channels, h, w), 5, 1, 2), 3, 1, 1)  # detail of a few px
+
+
+@pytest.mark.parametrize("shift", [(0.0, 0.0), (1.0, -2.0), (-2.5, 0.5), (3.0, 2.25)])
+def test_block_flow_finds_the_displacement(shift):
+    from spkrecon.models.spk2imgnet import block_flow
+
+    key = _texture()
+    flow = block_flow(_moved(key, *shift), key, radius=4)[0, :, 16:-16, 16:-16]
+    assert abs(flow[0].median().item() - shift[0]) < 0.3
+    assert abs(flow[1].median().item() - shift[1]) < 0.3
+
+
+def test_window_velocity_of_a_constant_motion():
+    from spkrecon.models.spk2imgnet import window_velocity
+
+    key, offsets = _texture(), [-14, -7, 0, 7, 14]
+    for vy, vx in [(0.1, -0.15), (0.0, 0.0), (0.3, 0.0)]:  # 0.3: the outer blocks are too far
+        ests = [_moved(key, vy * o, vx * o) for o in offsets]
+        v = window_velocity(ests, offsets, 2)[0, :, 16:-16, 16:-16]
+        assert abs(v[0].median().item() - vy) < 0.03 and abs(v[1].median().item() - vx) < 0.03
+    fast = [_moved(key, 1.2 * o, 0.0) for o in offsets]  # beyond the search range
+    assert window_velocity(fast, offsets, 2).abs().max() <= 4 / 7
+
+
+def test_motion_input_gives_the_fusion_the_velocity():
+    plain = Spk2ImgNetConfig.preset("net_b", features=16, num_blocks=1)
+    moving = plain.with_(motion_input=True)
+    assert Spk2ImgNetConfig.from_dict(moving.to_dict()) == moving
+    torch.manual_seed(4)
+    model = Spk2ImgNet(moving).eval()
+    assert model.state_dict()["rec_conv0.weight"].shape == (48, 5 * 16 + 2, 3, 3)
+    from spkrecon.models.weights import infer_config
+
+    assert infer_config(model.state_dict()) == moving
+    base = Spk2ImgNet(plain).eval()
+    sd = base.state_dict()
+    sd["rec_conv0.weight"] = torch.cat([sd["rec_conv0.weight"], torch.zeros(48, 2, 3, 3)], 1)
+    model.load_state_dict(sd)
+    light = _texture(48, 64, 1)[0, 0] * 0.6
+    x = torch.stack([(_moved(light[None, None], 0.1 * (t - 20), 0.1 * (t - 20))[0, 0]
+                      > torch.rand(48, 64)).float() for t in range(41)])[None]
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x)[0], base(x)[0])  # zero weights: the plain net
+        feats = [model.encode(b) for b in model.split_blocks(x)]
+        torch.testing.assert_close(model.fuse(feats), model(x)[0])
+        model.rec_conv0.weight[:, -2:].normal_(std=0.5)
+        assert not torch.allclose(model(x)[0], base(x)[0])

@@ -136,18 +136,18 @@ def test_pad4_is_numpy_symmetric() -> None:
 # -- the loop ---------------------------------------------------------------------------
 def test_tiny_training_loss_falls(tiny_data: dict[str, Path], tmp_path: Path) -> None:
     losses: list[float] = []
-    cfg = tiny(tmp_path, tiny_data, steps=36, lr=4e-3, lr_min=4e-4, noise_prob=0.0)
+    cfg = tiny(tmp_path, tiny_data, steps=48, lr=4e-3, lr_min=4e-4, noise_prob=0.0)
     res = run(cfg, callback=lambda k, d: losses.append(d["loss"]) if k == "step" else None)
-    assert res.step == 36 and res.stopped == "steps" and len(losses) == 36
+    assert res.step == 48 and res.stopped == "steps" and len(losses) == 48
     first, last = np.mean(losses[:6]), np.mean(losses[-6:])
     assert last < 0.6 * first, (first, last)
     from spkrecon.models.weights import load_model
 
     model, ckpt = load_model(res.weights)
-    assert ckpt.config["features"] == 8 and ckpt.meta["iterations"] == 36
-    assert ckpt.meta["samples_seen"] == 36 * 4 and ckpt.meta["train_config"]["lr"] == 4e-3
+    assert ckpt.config["features"] == 8 and ckpt.meta["iterations"] == 48
+    assert ckpt.meta["samples_seen"] == 48 * 4 and ckpt.meta["train_config"]["lr"] == 4e-3
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines if x["kind"] == "train"] == list(range(1, 37))
+    assert [x["step"] for x in lines if x["kind"] == "train"] == list(range(1, 49))
     assert lines[-1]["kind"] == "end" and lines[-1]["replicas_in_sync"] is True
 
 
