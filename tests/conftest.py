@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spike_helpers import rate_spikes
 
 SHARED = Path(os.environ.get("SPKRECON_SHARED",
                             Path(__file__).resolve().parents[1].parent / "shared"))
@@ -26,20 +27,6 @@ def reds_dir(shared_dir: Path) -> Path:
     if not d.is_dir():
         pytest.skip("../shared/data/spikes/reds_sim is not present")
     return d
-
-
-def rate_spikes(intensity: np.ndarray, frames: int, alpha: float = 0.6,
-                seed: int = 0) -> np.ndarray:
-    """Integrate-and-fire spikes ``(T, H, W)`` uint8 of a still ``(H, W)`` intensity in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    acc = rng.random(intensity.shape)
-    out = np.zeros((frames, *intensity.shape), np.uint8)
-    for t in range(frames):
-        acc += alpha * intensity
-        fired = acc >= 1.0
-        acc[fired] -= 1.0
-        out[t] = fired
-    return out
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import rate_spikes
 from skimage.metrics import peak_signal_noise_ratio
+from spike_helpers import rate_spikes
 
 from spkrecon import methods as registry
 from spkrecon.compare import (

@@ -9,8 +9,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import rate_spikes
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from spike_helpers import rate_spikes
 
 from spkrecon.errors import InputError, ParameterError
 from spkrecon.io import write_dat

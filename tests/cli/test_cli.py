@@ -11,7 +11,7 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from conftest import rate_spikes
+from spike_helpers import rate_spikes
 from typer.testing import CliRunner
 
 from spkrecon.cli import app

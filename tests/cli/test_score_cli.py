@@ -9,7 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import typer
-from conftest import rate_spikes
+from spike_helpers import rate_spikes
 from typer.testing import CliRunner
 
 from spkrecon.cli._common import guarded

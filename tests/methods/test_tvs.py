@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import rate_spikes
+from spike_helpers import rate_spikes
 
 from spkrecon.errors import ParameterError
 from spkrecon.io import ArraySource, open_recording
