@@ -121,9 +121,10 @@ def info_cmd(
         typer.echo(json.dumps(s, indent=2, default=str))
         return
     cfg = s["config"]
+    extras = "".join(f" + {k}" for k in ("raw_skip", "motion_input") if cfg.get(k))
     lines = [
         f"{'file':<13} {s['path']}",
-        f"{'model':<13} Spk2ImgNet {s['variant'] or 'custom'} (SALI {cfg['sali']}, PDA "
+        f"{'model':<13} Spk2ImgNet {s['variant'] or 'custom'}{extras} (SALI {cfg['sali']}, PDA "
         f"{cfg['pda']}, RE {cfg['re']}), width {cfg['features']}, depth {cfg['num_blocks']}",
         f"{'parameters':<13} {s['parameters']:,}",
         f"{'alpha':<13} {s['alpha']}",

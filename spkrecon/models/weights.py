@@ -283,7 +283,8 @@ def build_model(ckpt: Checkpoint) -> Spk2ImgNet:
 
 def _describe(cfg: Spk2ImgNetConfig) -> str:
     variant = cfg.variant or "custom"
-    return f"Spk2ImgNet {variant} (width {cfg.features}, depth {cfg.num_blocks})"
+    extras = "".join(f" + {k}" for k in ("raw_skip", "motion_input") if getattr(cfg, k))
+    return f"Spk2ImgNet {variant}{extras} (width {cfg.features}, depth {cfg.num_blocks})"
 
 
 def check_state_dict(model: Spk2ImgNet, sd: dict[str, Tensor], where: str) -> None:
