@@ -3,7 +3,10 @@
 Zhao, Xiong, Liu, Zhang, Huang. "Spk2ImgNet: Learning to Reconstruct Dynamic Scene from
 Continuous Spike Stream", CVPR 2021. The lite network keeps SALI and the fusion head of the
 paper's Net_b ablation (no deformable alignment, no reliability masks) at a narrow width and
-shallow depth; it was trained with ``spkrecon train --model lite`` (see docs/training.md).
+shallow depth, plus two spkrecon additions: the blocks' spike frames reach the feature CNN
+(``raw_skip``) and the fusion head gets the window's velocity from parameter-free block
+matching (``motion_input``). It is trained with ``spkrecon train --model lite`` (see
+docs/training.md).
 Everything else is :class:`spkrecon.methods.spk2imgnet.Spk2ImgNet`.
 """
 
@@ -17,7 +20,7 @@ class Spk2ImgNetLite(Spk2ImgNet):
     """:class:`Spk2ImgNet` with the ``spk2imgnet-lite`` weights by default."""
 
     name = "spk2imgnet-lite"
-    summary = "Spk2ImgNet lite: narrow motion-compensated network for CPUs (spkrecon-trained)"
+    summary = "Spk2ImgNet lite: narrow network with block-matched motion, for CPUs (ours)"
 
     def __init__(self, weights: str | None = LITE_NAME, device: str = "auto",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
