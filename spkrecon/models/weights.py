@@ -180,18 +180,26 @@ def make_meta(**meta: Any) -> dict[str, Any]:
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike, force: bool = False) -> Path:
     """Write ``ckpt`` atomically (temporary name in the same folder, then rename)."""
-    import torch
-
     dest = Path(path).expanduser()
     if dest.exists() and not force:
         raise OutputError(f"{dest} already exists", "pass --force to overwrite it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     data = ckpt.to_dict()
     data["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
+    atomic_torch_save(data, dest)
+    ckpt.path = dest
+    return dest
+
+
+def atomic_torch_save(obj: Any, dest: Path) -> None:
+    """``torch.save`` under a temporary name in ``dest``'s folder, then rename: a crash
+    never leaves half a file under ``dest``."""
+    import torch
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     os.close(fd)
     try:
-        torch.save(data, tmp)
+        torch.save(obj, tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; weights are meant to be shared
@@ -199,8 +207,6 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike, force: bool = Fal
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    ckpt.path = dest
-    return dest
 
 
 def _torch_load(path: Path) -> Any:

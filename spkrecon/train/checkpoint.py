@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,6 @@ STATE_VERSION = 1
 LAST = "last.pt"
 WEIGHTS = "weights.pt"
 BEST = "best.pt"
-
-
-def _atomic_save(obj: Any, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -57,7 +41,9 @@ def save_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
         "torch_rng": torch.get_rng_state(), "config": config, "history": history,
         "best": best,
     }
-    _atomic_save(state, path)
+    from spkrecon.models.weights import atomic_torch_save
+
+    atomic_torch_save(state, path)
 
 
 def load_state(path: Path) -> dict[str, Any]:

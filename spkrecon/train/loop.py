@@ -79,9 +79,9 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
     """The state dict to fine-tune from: a spkrecon weights file or a run's ``last.pt``.
 
     A network with fewer residual blocks, or without ``raw_skip``/``motion_input``, grows into
-    ``mcfg``
-    (same function; added convolutions other than the zeroed ones come from ``fresh``, the new
-    model's own initialisation). Raises WeightsError for any other architecture.
+    ``mcfg`` (same function; added convolutions other than the zeroed ones come from
+    ``fresh``, the new model's own initialisation). Raises WeightsError for any other
+    architecture.
     """
     from spkrecon.models.spk2imgnet import Spk2ImgNet
     from spkrecon.models.weights import (
@@ -103,26 +103,20 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
     else:
         ckpt = load_checkpoint(path)
         saved, sd = ckpt.model_config(), dict(ckpt.state_dict)
-    grow_raw = mcfg.raw_skip and not saved.raw_skip
-    grow_depth = saved.num_blocks < mcfg.num_blocks
-    grow_motion = mcfg.motion_input and not saved.motion_input
-    if saved.with_(raw_skip=mcfg.raw_skip, num_blocks=mcfg.num_blocks,
-                   motion_input=mcfg.motion_input) != mcfg or (
-            saved.raw_skip and not mcfg.raw_skip) or saved.num_blocks > mcfg.num_blocks or (
-            saved.motion_input and not mcfg.motion_input):
+    grows = saved.with_(raw_skip=mcfg.raw_skip, num_blocks=mcfg.num_blocks,
+                        motion_input=mcfg.motion_input) == mcfg
+    if not (grows and saved.raw_skip <= mcfg.raw_skip and saved.num_blocks <= mcfg.num_blocks
+            and saved.motion_input <= mcfg.motion_input):
         raise WeightsError(f"--init weights {path} are a different architecture ({saved})",
                            "pass the same --model/--features/--blocks as the weights (or "
-                           "more --blocks, or a raw_skip model, to grow them)")
+                           "more --blocks, or a raw_skip/motion_input model, to grow them)")
     # Growing keeps the network's function: zero weights on added inputs (spike frames,
     # velocity), and added residual blocks whose last convolution is zero (identity blocks).
-    if grow_raw:
-        w = sd["extractor.conv.weight"]
-        sd["extractor.conv.weight"] = torch.cat(
-            [w, w.new_zeros(w.shape[0], mcfg.block_length, *w.shape[2:])], 1)
-    if grow_motion:
-        w = sd["rec_conv0.weight"]
-        sd["rec_conv0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 2, *w.shape[2:])], 1)
-    if grow_depth:
+    if mcfg.raw_skip and not saved.raw_skip:
+        _add_zero_inputs(sd, "extractor.conv.weight", mcfg.block_length)
+    if mcfg.motion_input and not saved.motion_input:
+        _add_zero_inputs(sd, "rec_conv0.weight", 2)
+    if saved.num_blocks < mcfg.num_blocks:
         base = fresh if fresh is not None else Spk2ImgNet(mcfg).state_dict()
         for i in range(saved.num_blocks, mcfg.num_blocks):
             for k, v in base.items():
@@ -130,6 +124,12 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
                     sd[k] = torch.zeros_like(v) if ".conv3." in k else v.clone()
     check_state_dict(Spk2ImgNet(mcfg), sd, where=str(path))
     return sd
+
+
+def _add_zero_inputs(sd: dict[str, torch.Tensor], key: str, n: int) -> None:
+    """Append ``n`` input channels of zero weights to convolution weight ``sd[key]``."""
+    w = sd[key]
+    sd[key] = torch.cat([w, w.new_zeros(w.shape[0], n, *w.shape[2:])], 1)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
