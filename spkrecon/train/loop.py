@@ -85,6 +85,7 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
     """
     from spkrecon.models.spk2imgnet import Spk2ImgNet
     from spkrecon.models.weights import (
+        _describe,
         _torch_load,
         check_state_dict,
         infer_config,
@@ -107,7 +108,8 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
                         motion_input=mcfg.motion_input) == mcfg
     if not (grows and saved.raw_skip <= mcfg.raw_skip and saved.num_blocks <= mcfg.num_blocks
             and saved.motion_input <= mcfg.motion_input):
-        raise WeightsError(f"--init weights {path} are a different architecture ({saved})",
+        raise WeightsError(f"--init weights {path} are a different architecture "
+                           f"({_describe(saved)}, not {_describe(mcfg)})",
                            "pass the same --model/--features/--blocks as the weights (or "
                            "more --blocks, or a raw_skip/motion_input model, to grow them)")
     # Growing keeps the network's function: zero weights on added inputs (spike frames,
