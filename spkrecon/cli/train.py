@@ -79,6 +79,9 @@ def train(
     video_interp: Annotated[str, typer.Option("--video-interp", help="Between video frames: "
                                               "flow or linear.", rich_help_panel=_SIM)
                             ] = "flow",
+    video_steps: Annotated[tuple[float, float], typer.Option(
+        "--video-steps", help="Readout steps per video frame: MIN MAX (log-uniform per "
+        "batch). More steps, slower motion.", rich_help_panel=_SIM)] = (8.0, 40.0),
     model: Annotated[str, typer.Option("--model", help="full (the authors' network), lite "
                                        "(CPU: Net_b, width 24, depth 3, raw_skip, "
                                        "motion_input) or net_a .. net_e (the paper's "
@@ -172,7 +175,7 @@ def train(
         alpha=alpha, max_speed=max_speed, camera_max_speed=camera_speed,
         static_prob=static_prob, objects=objects, noise_prob=noise_prob, noise_max=noise_max,
         dim_prob=dim_prob, dim_min=dim_min, scale_min=scale_min, scale_max=scale_max,
-        video_interp=video_interp, max_side=max_side,
+        video_interp=video_interp, video_steps_per_frame=video_steps, max_side=max_side,
         steps=steps, lr=lr, lr_min=min(lr_min, lr), schedule=schedule, warmup=warmup, lam=lam,
         grad_clip=grad_clip, time_schedule=time_schedule, init=str(init) if init else None,
         max_minutes=max_minutes, seed=seed, device=device, precision=precision,

@@ -269,3 +269,14 @@ def test_cli_train_runs_and_guards_inputs(tiny_data: dict[str, Path], tmp_path: 
     missing = CliRunner().invoke(app, ["train", "--images", str(tmp_path / "nope"), "-o",
                                        str(tmp_path / "x")])
     assert missing.exit_code != 0 and "does not exist" in missing.output
+    vid = ["train", "--videos", str(tiny_data["videos"]), "--patch", "16", "-b", "2",
+           "--model", "lite", "--features", "8", "--blocks", "1", "--threads", "1",
+           "--val-dir", "none", "--val-every", "0", "--steps", "1"]
+    slow = CliRunner().invoke(app, [*vid, "--video-steps", "50", "100", "-o",
+                                    str(tmp_path / "slow")])
+    assert slow.exit_code == 0, slow.output
+    saved = json.loads((tmp_path / "slow" / "config.json").read_text())
+    assert saved["video_steps_per_frame"] == [50.0, 100.0]
+    bad = CliRunner().invoke(app, [*vid, "--video-steps", "10", "5", "-o", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "video steps per frame" in bad.output
+    assert not (tmp_path / "b").exists()
