@@ -108,6 +108,10 @@ def train(
     lam: Annotated[float, typer.Option("--lambda", help="Weight of the SALI estimates in the "
                                        "hierarchical loss (eq. 11).",
                                        rich_help_panel=_OPT)] = 0.02,
+    ema: Annotated[float, typer.Option("--ema", help="Decay of an exponential moving average "
+                                       "of the weights (e.g. 0.999; 0: off); validation, "
+                                       "best.pt and weights.pt then use the average.",
+                                       rich_help_panel=_OPT)] = 0.0,
     grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm "
                                              "(0: off).", rich_help_panel=_OPT)] = 0.0,
     time_schedule: Annotated[bool, typer.Option(
@@ -177,7 +181,7 @@ def train(
         dim_prob=dim_prob, dim_min=dim_min, scale_min=scale_min, scale_max=scale_max,
         video_interp=video_interp, video_steps_per_frame=video_steps, max_side=max_side,
         steps=steps, lr=lr, lr_min=min(lr_min, lr), schedule=schedule, warmup=warmup, lam=lam,
-        grad_clip=grad_clip, time_schedule=time_schedule, init=str(init) if init else None,
+        grad_clip=grad_clip, ema=ema, time_schedule=time_schedule, init=str(init) if init else None,
         max_minutes=max_minutes, seed=seed, device=device, precision=precision,
         threads=threads, channels_last=channels_last, out=str(out),
         checkpoint_minutes=checkpoint_minutes, log_every=log_every, val_dir=val_dir,

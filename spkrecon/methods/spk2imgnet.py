@@ -127,7 +127,8 @@ class Spk2ImgNet(Reconstructor):
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
         self.batch_size = int(batch_size)
-        self.reuse = bool(reuse)
+        # A block's features depend on its window position with separate encoders.
+        self.reuse = bool(reuse) and not model.config.separate_encoders
         self.config = model.config
         self._torch = torch
         self._dev = dev

@@ -61,7 +61,8 @@ class Spk2ImgNetConfig:
     - without RE, the (aligned) neighbour features are not weighted by reliability masks.
 
     ``raw_skip`` (not in the paper) also feeds each block's spike frames to the feature CNN;
-    ``motion_input`` (not in the paper) gives the fusion head the window's velocity.
+    ``motion_input`` (not in the paper) gives the fusion head the window's velocity;
+    ``separate_encoders`` (not in the paper) gives each block position its own extractor.
     """
 
     features: int = 64
@@ -81,6 +82,10 @@ class Spk2ImgNetConfig:
     #: velocity of the window (block matching of the blocks' SALI estimates), in pixels per
     #: ``block_step`` steps.
     motion_input: bool = False
+    #: spkrecon's addition: every block position has its own feature extractor (the key
+    #: block's is ``extractor``, the neighbours' ``side_extractors``), so a block's features
+    #: depend on where it sits in the window and cannot be shared between output frames.
+    separate_encoders: bool = False
 
     def __post_init__(self) -> None:
         if self.features < 1 or self.num_blocks < 0 or self.sali_features < 1:
@@ -459,6 +464,8 @@ class Spk2ImgNet(nn.Module):
         f = cfg.features
         self.extractor = FeatureExtractor(cfg)
         self.neighbours = [k for k in range(cfg.num_temporal_blocks) if k != cfg.key_block]
+        self.side_extractors = nn.ModuleList(
+            [FeatureExtractor(cfg) for _ in self.neighbours]) if cfg.separate_encoders else None
         if cfg.re:
             for k in self.neighbours:
                 setattr(self, f"mask{k}", FusionMask(f))
@@ -469,9 +476,16 @@ class Spk2ImgNet(nn.Module):
         self.pcd_align = PyramidAlign(f, cfg.deform_groups) if cfg.pda else None
 
     # -- the two halves ----------------------------------------------------------------
-    def encode(self, blocks: Tensor) -> BlockFeatures:
-        """Blocks ``(N, 13, H, W)`` -> their :class:`BlockFeatures` (batch N)."""
-        l1, est = self.extractor(blocks)
+    def encode(self, blocks: Tensor, position: int | None = None) -> BlockFeatures:
+        """Blocks ``(N, 13, H, W)`` at window ``position`` -> their :class:`BlockFeatures`.
+
+        ``position`` (0 .. 4) matters only with ``separate_encoders``.
+        """
+        extractor = self.extractor
+        if self.side_extractors is not None and position is not None \
+                and position != self.config.key_block:
+            extractor = self.side_extractors[self.neighbours.index(position)]
+        l1, est = extractor(blocks)
         if self.pcd_align is None:
             return BlockFeatures(l1, None, None, est)
         l2, l3 = self.pcd_align.pyramid(l1)
@@ -514,6 +528,9 @@ class Spk2ImgNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         blocks = self.split_blocks(x)
+        if self.side_extractors is not None:
+            per_block = [self.encode(blk, k) for k, blk in enumerate(blocks)]
+            return self.fuse(per_block), [f.est for f in per_block]
         b = x.shape[0]
         feats = self.encode(torch.cat(blocks, 0))
         per_block = [feats.index(slice(k * b, (k + 1) * b)) for k in range(len(blocks))]

@@ -289,7 +289,8 @@ def build_model(ckpt: Checkpoint) -> Spk2ImgNet:
 
 def _describe(cfg: Spk2ImgNetConfig) -> str:
     variant = cfg.variant or "custom"
-    extras = "".join(f" + {k}" for k in ("raw_skip", "motion_input") if getattr(cfg, k))
+    extras = "".join(f" + {k}" for k in ("raw_skip", "motion_input", "separate_encoders")
+                     if getattr(cfg, k))
     return f"Spk2ImgNet {variant}{extras} (width {cfg.features}, depth {cfg.num_blocks})"
 
 
@@ -356,7 +357,8 @@ def infer_config(sd: dict[str, Tensor], block_step: int = 7) -> Spk2ImgNetConfig
             sali_features=int(conv00.shape[0]), deform_groups=groups,
             block_radius=(int(conv00.shape[1]) - 1) // 2, block_step=block_step,
             num_temporal_blocks=int(sd["rec_conv0.weight"].shape[1]) // features,
-            motion_input=int(sd["rec_conv0.weight"].shape[1]) % features == 2)
+            motion_input=int(sd["rec_conv0.weight"].shape[1]) % features == 2,
+            separate_encoders=any(k.startswith("side_extractors.") for k in sd))
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as exc:
         raise WeightsError(
             f"the state dict does not have Spk2ImgNet's parameter names ({exc})",

@@ -3,8 +3,8 @@
 A run folder holds:
 
 - ``last.pt``: the training state: model and optimizer state, step, samples seen, elapsed
-  time, the data generator's and torch's RNG states, the config and the validation history
-  (a plain dict, loadable with ``weights_only=True``);
+  time, the data generator's and torch's RNG states, the config, the validation history and,
+  with ``--ema``, the averaged weights (a plain dict, loadable with ``weights_only=True``);
 - ``weights.pt`` (latest) and ``best.pt`` (best validation PSNR): spkrecon weights files
   (:mod:`spkrecon.models.weights`) with the run's metadata;
 - ``config.json`` and ``log.jsonl`` (one JSON line per log interval and validation).
@@ -31,7 +31,8 @@ BEST = "best.pt"
 def save_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                step: int, samples: int, elapsed: float, progress: float,
                generator: torch.Generator, config: dict[str, Any],
-               history: list[dict[str, Any]], best: float | None) -> None:
+               history: list[dict[str, Any]], best: float | None,
+               ema: torch.nn.Module | None = None) -> None:
     """Write the training state atomically."""
     state = {
         "format": STATE_FORMAT, "format_version": STATE_VERSION,
@@ -41,6 +42,8 @@ def save_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
         "torch_rng": torch.get_rng_state(), "config": config, "history": history,
         "best": best,
     }
+    if ema is not None:
+        state["ema"] = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
     from spkrecon.models.weights import atomic_torch_save
 
     atomic_torch_save(state, path)

@@ -92,6 +92,9 @@ class TrainConfig:
     warmup: int = 0
     lam: float = 0.02
     grad_clip: float = 0.0
+    #: Decay of an exponential moving average of the weights (0: off). With it, validation,
+    #: best.pt and weights.pt use the averaged weights.
+    ema: float = 0.0
     time_schedule: bool = False
     #: Weights to start from (fine-tuning): a spkrecon weights file or a run's ``last.pt``.
     #: The optimizer, step count and schedule start afresh; ``--resume`` takes precedence.
@@ -166,6 +169,9 @@ class TrainConfig:
             raise ParameterError(f"alpha must be in (0, 1], got {self.alpha}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ParameterError(f"max minutes must be positive, got {self.max_minutes}")
+        if not 0 <= self.ema < 1:
+            raise ParameterError(f"ema must be in [0, 1), got {self.ema}",
+                                 "use a decay such as 0.999, or 0 to turn it off")
         if self.lam < 0 or self.noise_max < 0 or self.max_speed < 0 or self.camera_max_speed < 0:
             raise ParameterError("lambda, noise max and speeds must be >= 0")
         if self.log_every < 1 or self.val_every < 0 or self.warmup < 0:

@@ -13,6 +13,7 @@ Ctrl-C / SIGTERM, always writing ``last.pt`` (to resume) and ``weights.pt``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import signal
@@ -104,10 +105,9 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
     else:
         ckpt = load_checkpoint(path)
         saved, sd = ckpt.model_config(), dict(ckpt.state_dict)
-    grows = saved.with_(raw_skip=mcfg.raw_skip, num_blocks=mcfg.num_blocks,
-                        motion_input=mcfg.motion_input) == mcfg
-    if not (grows and saved.raw_skip <= mcfg.raw_skip and saved.num_blocks <= mcfg.num_blocks
-            and saved.motion_input <= mcfg.motion_input):
+    grown = ("raw_skip", "num_blocks", "motion_input", "separate_encoders")
+    grows = saved.with_(**{k: getattr(mcfg, k) for k in grown}) == mcfg
+    if not (grows and all(getattr(saved, k) <= getattr(mcfg, k) for k in grown)):
         raise WeightsError(f"--init weights {path} are a different architecture "
                            f"({_describe(saved)}, not {_describe(mcfg)})",
                            "pass the same --model/--features/--blocks as the weights (or "
@@ -124,6 +124,11 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
             for k, v in base.items():
                 if k.startswith(f"extractor.net.{i}."):
                     sd[k] = torch.zeros_like(v) if ".conv3." in k else v.clone()
+    if mcfg.separate_encoders and not saved.separate_encoders:
+        # every position starts from the shared extractor: the same function
+        for k in [k for k in sd if k.startswith("extractor.")]:
+            for i in range(mcfg.num_temporal_blocks - 1):
+                sd[f"side_extractors.{i}.{k[len('extractor.'):]}"] = sd[k].clone()
     check_state_dict(Spk2ImgNet(mcfg), sd, where=str(path))
     return sd
 
@@ -132,6 +137,15 @@ def _add_zero_inputs(sd: dict[str, torch.Tensor], key: str, n: int) -> None:
     """Append ``n`` input channels of zero weights to convolution weight ``sd[key]``."""
     w = sd[key]
     sd[key] = torch.cat([w, w.new_zeros(w.shape[0], n, *w.shape[2:])], 1)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` for every parameter; buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -243,6 +257,12 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
         history, best = list(state["history"]), state["best"]
     elif cfg.init:
         model.load_state_dict(initial_weights(cfg.init, mcfg, model.state_dict()))
+    ema_model: torch.nn.Module | None = None
+    if cfg.ema > 0:
+        ema_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if resume_from is not None and "ema" in state:
+            ema_model.load_state_dict(state["ema"])
+    eval_model = ema_model if ema_model is not None else model
     train_model: torch.nn.Module = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -307,8 +327,8 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
             ck.save_state(out / ck.LAST, model=model, optimizer=optimizer, step=step,
                           samples=samples, elapsed=elapsed_before + run_elapsed(),
                           progress=progress_now(), generator=g, config=cfg.to_dict(),
-                          history=history, best=best)
-            ck.export_weights(out / ck.WEIGHTS, model, cfg.alpha, meta("final" if final
+                          history=history, best=best, ema=ema_model)
+            ck.export_weights(out / ck.WEIGHTS, eval_model, cfg.alpha, meta("final" if final
                                                                         else "latest"))
             emit("checkpoint", {"step": step, "path": str(out / ck.LAST)})
         D.barrier(info)
@@ -318,14 +338,14 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
         nonlocal best
         t0 = time.monotonic()
         if val_set:
-            res = evaluate(model, val_set, device, cfg.alpha, amp)
+            res = evaluate(eval_model, val_set, device, cfg.alpha, amp)
             entry = {"kind": "val", "step": step, "samples_seen": samples,
                      "elapsed_s": round(elapsed_before + run_elapsed(), 1), **res}
             history.append({k: entry[k] for k in ("step", "samples_seen", "elapsed_s", "psnr",
                                                   "ssim")} | {"samples": res["samples"]})
             if best is None or res["psnr"] > best:
                 best = res["psnr"]
-                ck.export_weights(out / ck.BEST, model, cfg.alpha, meta("best"))
+                ck.export_weights(out / ck.BEST, eval_model, cfg.alpha, meta("best"))
             entry["best"] = best
             write_log(entry)
             emit("val", entry)
@@ -363,6 +383,8 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
+                if ema_model is not None:
+                    update_ema(ema_model, model, min(cfg.ema, (1 + step) / (10 + step)))
                 step += 1
                 samples += len(batch) * info.world
                 key = batch.gt.shape[1] // 2

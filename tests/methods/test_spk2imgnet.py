@@ -94,6 +94,25 @@ def test_block_reuse_changes_nothing_and_encodes_each_block_once(weights_file, s
         assert len(centres) <= len(idx) + 28  # about one block per output frame
 
 
+def test_separate_encoders_run_every_window_whole(spikes, tmp_path):
+    cfg = Spk2ImgNetConfig.preset("net_b", features=8, num_blocks=1, separate_encoders=True)
+    torch.manual_seed(2)
+    net = Net(cfg).eval()
+    with torch.no_grad():
+        net.rec_conv2.bias.fill_(0.3)
+    path = tmp_path / "sep.pt"
+    W.save_checkpoint(W.Checkpoint(net.state_dict(), cfg.to_dict(), 0.6,
+                                   W.make_meta(training_data="random weights")), path)
+    m = create("spk2imgnet", weights=str(path), device="cpu", batch_size=2)
+    assert not m.reuse  # a block's features depend on its position in the window
+    out = m(spikes, [20, 21])
+    padded = np.pad(spikes[:62], ((0, 0), (0, 2), (0, 2)), mode="symmetric")
+    with torch.inference_mode():
+        want = net(torch.from_numpy(padded[1:42]).float()[None])[0][0, 0, :22, :30]
+    np.testing.assert_allclose(out[1], want.clamp(0, 1).numpy(), atol=1e-5)
+    assert m.counts["blocks"] == 10
+
+
 def test_streams_from_a_file_with_small_reads(weights_file, spikes, tmp_path):
     path = tmp_path / "rec.dat"
     spikes = np.ascontiguousarray(spikes[:, :, :28])  # whole bytes per .dat frame

@@ -211,3 +211,36 @@ def test_motion_input_gives_the_fusion_the_velocity():
         torch.testing.assert_close(model.fuse(feats), model(x)[0])
         model.rec_conv0.weight[:, -2:].normal_(std=0.5)
         assert not torch.allclose(model(x)[0], base(x)[0])
+
+
+# -- separate_encoders (spkrecon's addition) -------------------------------------------------
+def test_separate_encoders_give_each_position_its_own_extractor():
+    shared = Spk2ImgNetConfig.preset("net_b", features=8, num_blocks=1, motion_input=True)
+    cfg = shared.with_(separate_encoders=True)
+    assert Spk2ImgNetConfig.from_dict(cfg.to_dict()) == cfg
+    torch.manual_seed(6)
+    model, base = Spk2ImgNet(cfg).eval(), Spk2ImgNet(shared).eval()
+    from spkrecon.models.weights import infer_config
+
+    sd = model.state_dict()
+    assert infer_config(sd) == cfg and infer_config(base.state_dict()) == shared
+    assert {k.split(".")[1] for k in sd if k.startswith("side_extractors.")} == {"0", "1", "2",
+                                                                                 "3"}
+    # every position with the shared extractor's weights: the shared network
+    for k, v in base.state_dict().items():
+        sd[k] = v
+        if k.startswith("extractor."):
+            for i in range(4):
+                sd[f"side_extractors.{i}.{k[len('extractor.'):]}"] = v
+    model.load_state_dict(sd)
+    x = (torch.rand(2, 41, 24, 32) < 0.3).float()
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x)[0], base(x)[0])
+        blocks = model.split_blocks(x)
+        key_before = model.encode(blocks[2], 2).l1.clone()
+        model.side_extractors[0].conv.weight.mul_(2.0)  # the first block's own extractor
+        assert not torch.allclose(model(x)[0], base(x)[0])
+        torch.testing.assert_close(model.encode(blocks[2], 2).l1, key_before)
+        assert not torch.allclose(model.encode(blocks[0], 0).l1, base.encode(blocks[0]).l1)
+        feats = [model.encode(b, k) for k, b in enumerate(blocks)]
+        torch.testing.assert_close(model.fuse(feats), model(x)[0])

@@ -216,8 +216,46 @@ def test_init_fine_tunes_from_weights_or_last(tiny_data: dict[str, Path], tmp_pa
         torch.testing.assert_close(big(x)[0], small(x)[0])
     with pytest.raises(WeightsError, match="different architecture"):
         initial_weights(str(Path(plain.out) / "weights.pt"), mcfg.with_(num_blocks=0))
+    # ... and into one extractor per block position, each a copy of the shared one
+    sep_cfg = mcfg.with_(separate_encoders=True)
+    sep = Spk2ImgNet(sep_cfg).eval()
+    sep.load_state_dict(initial_weights(str(first.out / "weights.pt"), sep_cfg))
+    shared = Spk2ImgNet(mcfg).eval()
+    shared.load_state_dict(w0)
+    with torch.inference_mode():
+        torch.testing.assert_close(sep(x)[0], shared(x)[0])
+    with pytest.raises(WeightsError, match="different architecture"):
+        initial_weights(str(first.out / "last.pt"), mcfg.with_(separate_encoders=True,
+                                                                features=12))
     with pytest.raises(WeightsError, match="do not exist"):
         run(tiny(tmp_path / "none", tiny_data, init=str(tmp_path / "missing.pt")))
+
+
+def test_ema_averages_the_weights_without_changing_training(tiny_data: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    from spkrecon.train.loop import update_ema
+
+    plain = run(tiny(tmp_path / "plain", tiny_data, steps=4))
+    avg = run(tiny(tmp_path / "ema", tiny_data, steps=4, ema=0.5))
+    sp = torch.load(plain.out / "last.pt", weights_only=True)
+    se = torch.load(avg.out / "last.pt", weights_only=True)
+    assert "ema" not in sp and set(se["ema"]) == set(se["model"])
+    assert all(torch.equal(sp["model"][k], se["model"][k]) for k in sp["model"])  # same run
+    exported = weights_of(avg.out)
+    assert all(torch.equal(exported[k], se["ema"][k]) for k in exported)
+    assert not all(torch.equal(exported[k], se["model"][k]) for k in exported)
+    # the update rule itself, on a small module
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = a.weight.detach().clone()
+    update_ema(a, b, 0.75)
+    torch.testing.assert_close(a.weight, 0.75 * before + 0.25 * b.weight)
+    # resuming carries the average on
+    more = run(tiny(tmp_path / "ema", tiny_data, steps=6, ema=0.5), resume=True)
+    assert more.step == 6
+    sr = torch.load(more.out / "last.pt", weights_only=True)
+    assert not all(torch.equal(sr["ema"][k], se["ema"][k]) for k in se["ema"])
+    with pytest.raises(ParameterError, match="ema"):
+        tiny(tmp_path, tiny_data, ema=1.0).validate()
 
 
 def test_max_minutes_stops_and_writes_weights(tiny_data: dict[str, Path], tmp_path: Path
