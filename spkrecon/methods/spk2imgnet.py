@@ -11,8 +11,10 @@ at stride 1 or 7 each block serves five output frames, and only alignment, relia
 fusion run per output frame. The cache holds the blocks between ``t-14`` and
 ``t+14`` of the current batch: 28 + batch_size blocks at stride 1 (84 channels each, 34 MB at
 250x400 in fp32: about 1 GB), 4 + batch_size at stride 7; it does not grow with the
-recording. Spike frames are read from the source in chunks as the window advances.
-``reuse=False`` runs the plain per-frame forward pass instead (same numbers, to 1e-5).
+recording. Where that could pass ``cache_mb`` (large frames: about 10 GB at 1000x1000), the
+stream runs the plain per-frame forward pass instead, which holds five blocks per output
+frame. Spike frames are read from the source in chunks as the window advances.
+``reuse=False`` always runs the plain per-frame forward pass (same numbers, to 1e-5).
 
 Edges: where fewer than 20 frames exist before (after) ``t``, the window is completed by
 reflecting frames in time about the first (last) frame, without repeating it (numpy's
@@ -104,7 +106,8 @@ class Spk2ImgNet(Reconstructor):
 
     def __init__(self, weights: str | None = None, device: str = "auto",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-                 batch_size: int | None = None, reuse: bool = True, alpha: float = 0.6) -> None:
+                 batch_size: int | None = None, reuse: bool = True, cache_mb: float = 2048,
+                 alpha: float = 0.6) -> None:
         super().__init__(alpha)
         try:
             import torch
@@ -119,6 +122,9 @@ class Spk2ImgNet(Reconstructor):
             batch_size = 4 if dev.type == "cuda" else 1
         if int(batch_size) < 1:
             raise ParameterError(f"batch_size must be at least 1, got {batch_size}")
+        if not float(cache_mb) >= 0:
+            raise ParameterError(f"cache_mb must be >= 0, got {cache_mb}")
+        self.cache_mb = float(cache_mb)
         model, ckpt = load_model(weights)
         self.weights = str(ckpt.path)
         self.weights_alpha = ckpt.alpha
@@ -145,6 +151,7 @@ class Spk2ImgNet(Reconstructor):
             self._forward = torch.compile(model.forward, dynamic=True)
         #: Blocks encoded and output frames fused by the last :meth:`stream` (for benchmarks).
         self.counts = {"blocks": 0, "frames": 0}
+        self.reusing = self.reuse
 
     # -- context ---------------------------------------------------------------------
     @property
@@ -179,6 +186,9 @@ class Spk2ImgNet(Reconstructor):
             raise ParameterError(f"the recording has {n} frames; spk2imgnet needs at least "
                                  f"{self.min_frames}")
         self.counts = {"blocks": 0, "frames": 0}
+        #: Whether this stream shares block features (``reuse`` and the cache fits cache_mb).
+        self.reusing = self.reuse and self.cache_bytes(source.height, source.width) <= \
+            self.cache_mb * 2**20
         frames = _FrameWindow(source, self._dev, self.read_chunk)
         cache: dict[int, Any] = {}
         batch: list[int] = []
@@ -205,10 +215,19 @@ class Spk2ImgNet(Reconstructor):
         half = self.config.window // 2
         frames.keep(max(0, int(t[0]) - half), min(frames.num_frames, int(t[-1]) + half + 1))
         with self._torch.inference_mode(), self._autocast():
-            img = self._reuse(frames, cache, t) if self.reuse else self._naive(frames, t)
+            img = self._reuse(frames, cache, t) if self.reusing else self._naive(frames, t)
             self.counts["frames"] += len(batch)
             h, w = frames.height, frames.width
             return img[:, 0, :h, :w].float().clamp_(0, 1).cpu().numpy()
+
+    def cache_bytes(self, height: int, width: int) -> int:
+        """Largest size of the block cache for ``height`` x ``width`` frames (stride 1)."""
+        cfg = self.config
+        pixels = (height + -height % 4) * (width + -width % 4)
+        levels = 1 + 1 / 4 + 1 / 16 if cfg.pda else 1
+        channels = cfg.features * levels + cfg.estimates
+        blocks = (cfg.num_temporal_blocks - 1) * cfg.block_step + self.batch_size
+        return int(blocks * channels * pixels * (4 if self._dtype is None else 2))
 
     def _naive(self, frames: _FrameWindow, t: np.ndarray) -> Any:
         half = self.config.window // 2
@@ -263,7 +282,7 @@ class Spk2ImgNet(Reconstructor):
     def __repr__(self) -> str:
         return (f"Spk2ImgNet(weights={self.weights!r}, device={self.device!r}, "
                 f"precision={self.precision!r}, batch_size={self.batch_size}, "
-                f"reuse={self.reuse}, alpha={self.alpha})")
+                f"reuse={self.reuse}, cache_mb={self.cache_mb:g}, alpha={self.alpha})")
 
 
 class _FrameWindow:

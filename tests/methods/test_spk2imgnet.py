@@ -67,7 +67,7 @@ def test_registered():
     assert "spk2imgnet" in available()
     names = Spk2ImgNet.parameter_names()
     for p in ("weights", "device", "precision", "channels_last", "compile", "batch_size",
-              "alpha"):
+              "cache_mb", "alpha"):
         assert p in names
 
 
@@ -92,6 +92,20 @@ def test_block_reuse_changes_nothing_and_encodes_each_block_once(weights_file, s
     assert naive.counts["blocks"] == 5 * len(idx)
     if stride in (1, 7):
         assert len(centres) <= len(idx) + 28  # about one block per output frame
+
+
+def test_a_cache_over_cache_mb_falls_back_to_whole_windows(weights_file, spikes):
+    idx = list(range(0, 40))
+    small = create("spk2imgnet", weights=str(weights_file), device="cpu", cache_mb=0.5)
+    # 22x30 pads to 24x32; 28 + 1 blocks of 16 * (1 + 1/4 + 1/16) + 4 channels in fp32
+    assert small.cache_bytes(22, 30) == 29 * 25 * 24 * 32 * 4 > 0.5 * 2**20
+    roomy = create("spk2imgnet", weights=str(weights_file), device="cpu", cache_mb=4)
+    a, b = small(spikes, idx), roomy(spikes, idx)
+    assert not small.reusing and roomy.reusing
+    assert small.counts["blocks"] == 5 * len(idx) and roomy.counts["blocks"] < 2 * len(idx)
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    with pytest.raises(ParameterError, match="cache_mb"):
+        create("spk2imgnet", weights=str(weights_file), device="cpu", cache_mb=-1)
 
 
 def test_separate_encoders_run_every_window_whole(spikes, tmp_path):
