@@ -121,7 +121,8 @@ def info_cmd(
         typer.echo(json.dumps(s, indent=2, default=str))
         return
     cfg = s["config"]
-    extras = "".join(f" + {k}" for k in ("raw_skip", "motion_input") if cfg.get(k))
+    extras = "".join(f" + {k}" for k in ("raw_skip", "motion_input", "separate_encoders")
+                     if cfg.get(k))
     lines = [
         f"{'file':<13} {s['path']}",
         f"{'model':<13} Spk2ImgNet {s['variant'] or 'custom'}{extras} (SALI {cfg['sali']}, PDA "

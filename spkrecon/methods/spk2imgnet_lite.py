@@ -3,9 +3,10 @@
 Zhao, Xiong, Liu, Zhang, Huang. "Spk2ImgNet: Learning to Reconstruct Dynamic Scene from
 Continuous Spike Stream", CVPR 2021. The lite network keeps SALI and the fusion head of the
 paper's Net_b ablation (no deformable alignment, no reliability masks) at a narrow width and
-shallow depth, plus two spkrecon additions: the blocks' spike frames reach the feature CNN
-(``raw_skip``) and the fusion head gets the window's velocity from parameter-free block
-matching (``motion_input``). It is trained with ``spkrecon train --model lite`` (see
+shallow depth, plus three spkrecon additions: the blocks' spike frames reach the feature CNN
+(``raw_skip``), the fusion head gets the window's velocity from parameter-free block
+matching (``motion_input``) and each block position has its own feature extractor
+(``separate_encoders``). It is trained with ``spkrecon train --model lite`` (see
 docs/training.md).
 Everything else is :class:`spkrecon.methods.spk2imgnet.Spk2ImgNet`.
 """
