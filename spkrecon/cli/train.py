@@ -85,8 +85,7 @@ def train(
     model: Annotated[str, typer.Option("--model", help="full (the authors' network), lite "
                                        "(CPU: Net_b, width 24, depth 3, raw_skip, "
                                        "motion_input, separate_encoders) or net_a .. "
-                                       "net_e (the paper's "
-                                       "ablations).",
+                                       "net_e (the paper's ablations).",
                                        rich_help_panel=_MODEL)] = "full",
     features: Annotated[int | None, typer.Option("--features", help="Width (feature "
                                                  "channels); default the model's.",

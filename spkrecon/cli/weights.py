@@ -112,7 +112,12 @@ def info_cmd(
     as_json: AsJson = False,
 ) -> None:
     """Architecture, alpha and training metadata of a weights file (validated)."""
-    from spkrecon.models.weights import build_model, load_checkpoint, resolve_weights
+    from spkrecon.models.weights import (
+        additions_suffix,
+        build_model,
+        load_checkpoint,
+        resolve_weights,
+    )
 
     ckpt = load_checkpoint(resolve_weights(file))
     build_model(ckpt)
@@ -121,11 +126,10 @@ def info_cmd(
         typer.echo(json.dumps(s, indent=2, default=str))
         return
     cfg = s["config"]
-    extras = "".join(f" + {k}" for k in ("raw_skip", "motion_input", "separate_encoders")
-                     if cfg.get(k))
     lines = [
         f"{'file':<13} {s['path']}",
-        f"{'model':<13} Spk2ImgNet {s['variant'] or 'custom'}{extras} (SALI {cfg['sali']}, PDA "
+        f"{'model':<13} Spk2ImgNet {s['variant'] or 'custom'}{additions_suffix(cfg)} "
+        f"(SALI {cfg['sali']}, PDA "
         f"{cfg['pda']}, RE {cfg['re']}), width {cfg['features']}, depth {cfg['num_blocks']}",
         f"{'parameters':<13} {s['parameters']:,}",
         f"{'alpha':<13} {s['alpha']}",

@@ -43,6 +43,13 @@ ARCH = "spk2imgnet"
 ENV_VAR = "SPKRECON_WEIGHTS"
 DEFAULT_NAME = "spk2imgnet"
 LITE_NAME = "spk2imgnet-lite"
+#: spkrecon's additions to the authors' architecture (boolean config fields).
+ADDITIONS = ("raw_skip", "motion_input", "separate_encoders")
+
+
+def additions_suffix(config: dict[str, Any]) -> str:
+    """``" + raw_skip + ..."`` for the additions a config dict switches on."""
+    return "".join(f" + {k}" for k in ADDITIONS if config.get(k))
 SUFFIX = ".pt"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 GET_WEIGHTS_HINT = ("convert the authors' released checkpoint with 'spkrecon weights import "
@@ -289,8 +296,7 @@ def build_model(ckpt: Checkpoint) -> Spk2ImgNet:
 
 def _describe(cfg: Spk2ImgNetConfig) -> str:
     variant = cfg.variant or "custom"
-    extras = "".join(f" + {k}" for k in ("raw_skip", "motion_input", "separate_encoders")
-                     if getattr(cfg, k))
+    extras = additions_suffix(cfg.to_dict())
     return f"Spk2ImgNet {variant}{extras} (width {cfg.features}, depth {cfg.num_blocks})"
 
 
