@@ -37,6 +37,9 @@ MaxSpeed = Annotated[float, typer.Option("--max-speed", help="Fastest moving obj
                                          "per readout step.", rich_help_panel=_MOTION)]
 CameraSpeed = Annotated[float, typer.Option("--camera-speed", help="Fastest camera pan, pixels "
                                             "per readout step.", rich_help_panel=_MOTION)]
+Resample = Annotated[str, typer.Option("--resample", help="Resampling of moving images: "
+                                       "bilinear, or bicubic (keeps more fine detail).",
+                                       rich_help_panel=_MOTION)]
 StepsPerFrame = Annotated[float, typer.Option("--steps-per-frame", help="Readout steps per "
                                               "video frame.", rich_help_panel=_VIDEO)]
 Interp = Annotated[str, typer.Option("--interp", help="Between video frames: flow (optical-"
@@ -76,8 +79,8 @@ def _noise_dict(level: str, scale: float) -> dict[str, Any] | None:
     return model.to_dict() if model is not None else None
 
 
-def _motion_dict(mode: str, objects: int, max_speed: float, camera_speed: float
-                 ) -> dict[str, Any] | None:
+def _motion_dict(mode: str, objects: int, max_speed: float, camera_speed: float,
+                 resample: str = "bilinear") -> dict[str, Any] | None:
     from spkrecon.errors import ParameterError
     from spkrecon.simulate.motion import MotionConfig
 
@@ -88,7 +91,7 @@ def _motion_dict(mode: str, objects: int, max_speed: float, camera_speed: float
     if objects < 0:
         raise ParameterError(f"--objects must be >= 0, got {objects}")
     return MotionConfig(max_speed=max_speed, camera_max_speed=camera_speed,
-                        objects=(objects, objects)).to_dict()
+                        objects=(objects, objects), resample=resample.lower()).to_dict()
 
 
 def simulate(
@@ -108,7 +111,7 @@ def simulate(
     objects: Annotated[int, typer.Option("--objects", help="Moving objects over a still image "
                                          "(sprites cut from --sprites or the image).",
                                          rich_help_panel=_MOTION)] = 0,
-    max_speed: MaxSpeed = 4.0, camera_speed: CameraSpeed = 1.0,
+    max_speed: MaxSpeed = 4.0, camera_speed: CameraSpeed = 1.0, resample: Resample = "bilinear",
     sprites: Annotated[Path | None, typer.Option("--sprites", help="Image or folder to cut "
                                                  "moving objects from.",
                                                  rich_help_panel=_MOTION)] = None,
@@ -169,12 +172,13 @@ def simulate(
         if given("noise") or given("noise_scale"):
             cfg.noise = _noise_dict(noise, noise_scale)
         if any(given(k) for k in ("motion", "objects", "max_speed", "camera_speed")):
-            cfg.motion = _motion_dict(motion, objects, max_speed, camera_speed)
+            cfg.motion = _motion_dict(motion, objects, max_speed, camera_speed, resample)
         if input is None:
             input = Path(sidecar.get("input", {}).get("path", ""))
     else:
         cfg = SimulateConfig(**fields, noise=_noise_dict(noise, noise_scale),
-                             motion=_motion_dict(motion, objects, max_speed, camera_speed))
+                             motion=_motion_dict(motion, objects, max_speed, camera_speed,
+                                                 resample))
     if input is None or not str(input):
         raise InputError("no input given", "pass an image, a folder of frames or a video")
     cfg.validate()
@@ -248,7 +252,7 @@ def make(
                            ] = 0.5,
     objects: Annotated[int, typer.Option("--objects", help="At most this many moving objects "
                                          "over a still image.", rich_help_panel=_MOTION)] = 3,
-    max_speed: MaxSpeed = 4.0, camera_speed: CameraSpeed = 1.0,
+    max_speed: MaxSpeed = 4.0, camera_speed: CameraSpeed = 1.0, resample: Resample = "bilinear",
     steps_per_frame: StepsPerFrame = 10.0, interp: Interp = "flow",
     alpha: Alpha = 0.6, noise: Noise = "off", noise_scale: NoiseScale = 1.0,
     height: SimHeight = 250, width: SimWidth = 400, seed: Seed = 0, threads: Threads = None,
@@ -267,7 +271,8 @@ def make(
     cfg = DatasetConfig(kind=kind, count=n, height=height, width=width, seed=seed, alpha=alpha,
                         noise=_noise_dict(noise, noise_scale),
                         motion=MotionConfig(max_speed=max_speed, camera_max_speed=camera_speed,
-                                            objects=(0, objects)).to_dict(),
+                                            objects=(0, objects),
+                                            resample=resample.lower()).to_dict(),
                         steps_per_frame=steps_per_frame, interp=interp,
                         video_share=video_share)
     cfg.validate()

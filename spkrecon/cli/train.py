@@ -52,6 +52,12 @@ def train(
     alpha: Annotated[float, typer.Option("--alpha", help="Conversion rate of the data "
                                          "(targets are alpha * light).",
                                          rich_help_panel=_DATA)] = 0.6,
+    gt_offset: Annotated[float, typer.Option(
+        "--gt-offset", help="Simulated ground truth this many readout steps after each block "
+        "centre (0.5 matches the REDS samples' timing).", rich_help_panel=_SIM)] = 0.0,
+    resample: Annotated[str, typer.Option(
+        "--resample", help="Resampling of moving images: bilinear, or bicubic (keeps more fine "
+        "detail).", rich_help_panel=_SIM)] = "bilinear",
     max_speed: Annotated[float, typer.Option("--max-speed", help="Fastest moving object, "
                                              "pixels per readout step.",
                                              rich_help_panel=_SIM)] = 4.0,
@@ -93,6 +99,9 @@ def train(
     blocks: Annotated[int | None, typer.Option("--blocks", help="Depth (residual blocks); "
                                                "default the model's.",
                                                rich_help_panel=_MODEL)] = None,
+    fusion_blocks: Annotated[int | None, typer.Option(
+        "--fusion-blocks", help="Residual blocks in the fusion head, where the five blocks "
+        "meet (spkrecon's addition); default the model's.", rich_help_panel=_MODEL)] = None,
     steps: Annotated[int, typer.Option("--steps", help="Length of the learning-rate "
                                        "schedule in steps (the run ends there).",
                                        rich_help_panel=_OPT)] = 200_000,
@@ -173,10 +182,12 @@ def train(
 
     cfg = TrainConfig(
         model=model.lower().replace("-", "_"), features=features, num_blocks=blocks,
+        fusion_blocks=fusion_blocks,
         images=[str(p) for p in images or []], videos=[str(p) for p in videos or []],
         dataset=[str(p) for p in dataset or []], video_share=video_share,
         dataset_share=dataset_share, patch=patch, batch_size=batch_size, augment=augment,
-        alpha=alpha, max_speed=max_speed, camera_max_speed=camera_speed,
+        alpha=alpha, gt_offset=gt_offset, resample=resample.lower(), max_speed=max_speed,
+        camera_max_speed=camera_speed,
         static_prob=static_prob, objects=objects, noise_prob=noise_prob, noise_max=noise_max,
         dim_prob=dim_prob, dim_min=dim_min, scale_min=scale_min, scale_max=scale_max,
         video_interp=video_interp, video_steps_per_frame=video_steps, max_side=max_side,

@@ -62,7 +62,8 @@ class Spk2ImgNetConfig:
 
     ``raw_skip`` (not in the paper) also feeds each block's spike frames to the feature CNN;
     ``motion_input`` (not in the paper) gives the fusion head the window's velocity;
-    ``separate_encoders`` (not in the paper) gives each block position its own extractor.
+    ``separate_encoders`` (not in the paper) gives each block position its own extractor;
+    ``fusion_blocks`` (not in the paper) deepens the fusion head with residual blocks.
     """
 
     features: int = 64
@@ -86,9 +87,13 @@ class Spk2ImgNetConfig:
     #: block's is ``extractor``, the neighbours' ``side_extractors``), so a block's features
     #: depend on where it sits in the window and cannot be shared between output frames.
     separate_encoders: bool = False
+    #: spkrecon's addition: residual blocks (width ``features``) in the fusion head, after the
+    #: blocks' features are joined: the only place where the five blocks meet without PDA.
+    fusion_blocks: int = 0
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.num_blocks < 0 or self.sali_features < 1:
+        if self.features < 1 or self.num_blocks < 0 or self.sali_features < 1 \
+                or self.fusion_blocks < 0:
             raise ValueError(f"invalid width/depth in {self}")
         if self.block_radius < 3:
             raise ValueError("block_radius must be at least 3 (SALI's 7-frame branch)")
@@ -472,6 +477,8 @@ class Spk2ImgNet(nn.Module):
         self.rec_conv0 = _conv(cfg.num_temporal_blocks * f + (2 if cfg.motion_input else 0),
                                3 * f)
         self.rec_conv1 = _conv(3 * f, f)
+        self.fusion_net = nn.Sequential(
+            *[BasicBlock(f) for _ in range(cfg.fusion_blocks)]) if cfg.fusion_blocks else None
         self.rec_conv2 = _conv(f, 1)
         self.pcd_align = PyramidAlign(f, cfg.deform_groups) if cfg.pda else None
 
@@ -515,6 +522,8 @@ class Spk2ImgNet(nn.Module):
             parts.append((v * cfg.block_step).to(key.l1.dtype))
         out = F.relu(self.rec_conv0(torch.cat(parts, 1)))
         out = F.relu(self.rec_conv1(out))
+        if self.fusion_net is not None:
+            out = self.fusion_net(out)
         return self.rec_conv2(out)
 
     def split_blocks(self, x: Tensor) -> list[Tensor]:

@@ -44,12 +44,13 @@ ENV_VAR = "SPKRECON_WEIGHTS"
 DEFAULT_NAME = "spk2imgnet"
 LITE_NAME = "spk2imgnet-lite"
 #: spkrecon's additions to the authors' architecture (boolean config fields).
-ADDITIONS = ("raw_skip", "motion_input", "separate_encoders")
+ADDITIONS = ("raw_skip", "motion_input", "separate_encoders", "fusion_blocks")
 
 
 def additions_suffix(config: dict[str, Any]) -> str:
-    """``" + raw_skip + ..."`` for the additions a config dict switches on."""
-    return "".join(f" + {k}" for k in ADDITIONS if config.get(k))
+    """``" + raw_skip + ... + fusion_blocks 2"`` for the additions a config dict switches on."""
+    return "".join(f" + {k}" + (f" {v}" if type(v) is int else "")
+                   for k in ADDITIONS if (v := config.get(k)))
 SUFFIX = ".pt"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 GET_WEIGHTS_HINT = ("convert the authors' released checkpoint with 'spkrecon weights import "
@@ -364,7 +365,9 @@ def infer_config(sd: dict[str, Tensor], block_step: int = 7) -> Spk2ImgNetConfig
             block_radius=(int(conv00.shape[1]) - 1) // 2, block_step=block_step,
             num_temporal_blocks=int(sd["rec_conv0.weight"].shape[1]) // features,
             motion_input=int(sd["rec_conv0.weight"].shape[1]) % features == 2,
-            separate_encoders=any(k.startswith("side_extractors.") for k in sd))
+            separate_encoders=any(k.startswith("side_extractors.") for k in sd),
+            fusion_blocks=len({int(m.group(1)) for k in sd
+                               if (m := re.match(r"fusion_net\.(\d+)\.", k))}))
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as exc:
         raise WeightsError(
             f"the state dict does not have Spk2ImgNet's parameter names ({exc})",

@@ -53,6 +53,7 @@ class TrainConfig:
     model: str = "full"
     features: int | None = None
     num_blocks: int | None = None
+    fusion_blocks: int | None = None
     # -- data
     images: list[str] = field(default_factory=list)
     videos: list[str] = field(default_factory=list)
@@ -82,6 +83,11 @@ class TrainConfig:
     #: Readout steps per video frame (random in this range).
     video_steps_per_frame: tuple[float, float] = (8.0, 40.0)
     video_interp: str = "flow"
+    #: Time of the simulated ground truth relative to each block centre, in readout steps
+    #: (the REDS samples' key frame sits 0.5 steps after its spike frame).
+    gt_offset: float = 0.0
+    #: Resampling of moving images (``bilinear`` or ``bicubic``; see ``MotionConfig``).
+    resample: str = "bilinear"
     #: Longest image side kept in memory (larger images are scaled down once when loaded).
     max_side: int = 800
     # -- optimisation
@@ -125,6 +131,8 @@ class TrainConfig:
             base["features"] = self.features
         if self.num_blocks is not None:
             base["num_blocks"] = self.num_blocks
+        if self.fusion_blocks is not None:
+            base["fusion_blocks"] = self.fusion_blocks
         try:
             return Spk2ImgNetConfig(**base)
         except ValueError as exc:
@@ -165,6 +173,12 @@ class TrainConfig:
         lo, hi = self.video_steps_per_frame
         if not 0 < lo <= hi:
             raise ParameterError(f"video steps per frame must be 0 < lo <= hi, got {lo, hi}")
+        if self.resample not in ("bilinear", "bicubic"):
+            raise ParameterError(f"unknown resampling '{self.resample}'",
+                                 "use bilinear or bicubic")
+        if not -7 <= self.gt_offset <= 7:
+            raise ParameterError(f"gt_offset must be in [-7, 7] readout steps, got "
+                                 f"{self.gt_offset}")
         if not 0 < self.alpha <= 1:
             raise ParameterError(f"alpha must be in (0, 1], got {self.alpha}")
         if self.max_minutes is not None and not self.max_minutes > 0:

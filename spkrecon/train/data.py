@@ -30,7 +30,7 @@ from spkrecon.errors import InputError
 from spkrecon.simulate.core import simulate_batch
 from spkrecon.simulate.motion import MotionConfig, random_motion_scene
 from spkrecon.simulate.noise import NoiseModel
-from spkrecon.simulate.scenes import IMAGE_EXTS, FrameScene, list_frames, load_grey
+from spkrecon.simulate.scenes import IMAGE_EXTS, FrameScene, Scene, list_frames, load_grey
 from spkrecon.train.config import TrainConfig
 
 #: 0-based block centres of a 41-step window (the authors' 7, 14, 21, 28, 35).
@@ -125,12 +125,26 @@ class _Simulated:
         self.cfg = cfg
         self.device = device
         self.motion = MotionConfig(max_speed=cfg.max_speed, camera_max_speed=cfg.camera_max_speed,
-                                   static_prob=cfg.static_prob, objects=(0, cfg.objects))
+                                   static_prob=cfg.static_prob, objects=(0, cfg.objects),
+                                   resample=cfg.resample)
 
     def noise(self, g: torch.Generator) -> NoiseModel | None:
         if self.cfg.noise_max > 0 and _u(g) < self.cfg.noise_prob:
             return NoiseModel(scale=_u(g, 0.0, self.cfg.noise_max))
         return None
+
+    def simulate(self, scene: Scene, g: torch.Generator) -> Batch:
+        """Spikes of a 41-step window of ``scene`` and its light at the block centres (plus
+        ``gt_offset`` steps)."""
+        cfg = self.cfg
+        off = cfg.gt_offset
+        res = simulate_batch(scene, WINDOW, alpha=cfg.alpha, noise=self.noise(g), generator=g,
+                             gt_steps=() if off else BLOCK_CENTRES)
+        if off:
+            t = torch.tensor(BLOCK_CENTRES, dtype=torch.float64) + off
+            return Batch(res.spikes.float(), scene.light_at(t))
+        assert res.gt is not None
+        return Batch(res.spikes.float(), res.gt)
 
     def gains(self, n: int, g: torch.Generator) -> torch.Tensor:
         """Light gains ``(n, 1, 1)``: 1, or log-uniform in [dim_min, 1] with ``dim_prob``."""
@@ -169,10 +183,7 @@ class ImageSource(_Simulated):
         light = torch.stack(crops) * self.gains(n, g)
         scene = random_motion_scene(light, (cfg.patch, cfg.patch), WINDOW, self.motion, g,
                                     key_step=(WINDOW - 1) / 2)
-        res = simulate_batch(scene, WINDOW, alpha=cfg.alpha, noise=self.noise(g), generator=g,
-                             gt_steps=BLOCK_CENTRES)
-        assert res.gt is not None
-        return Batch(res.spikes.float(), res.gt)
+        return self.simulate(scene, g)
 
 
 class VideoSource(_Simulated):
@@ -224,10 +235,7 @@ class VideoSource(_Simulated):
             crops.append(part)
         light = torch.stack(crops) * self.gains(n, g)[:, None]
         scene = FrameScene(light, spf, interp=cfg.video_interp)
-        res = simulate_batch(scene, WINDOW, alpha=cfg.alpha, noise=self.noise(g), generator=g,
-                             gt_steps=BLOCK_CENTRES)
-        assert res.gt is not None
-        return Batch(res.spikes.float(), res.gt)
+        return self.simulate(scene, g)
 
 
 def _dataset_items(folder: str | Path) -> list[tuple[Path, list[Path]]]:

@@ -105,7 +105,7 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
     else:
         ckpt = load_checkpoint(path)
         saved, sd = ckpt.model_config(), dict(ckpt.state_dict)
-    grown = ("raw_skip", "num_blocks", "motion_input", "separate_encoders")
+    grown = ("raw_skip", "num_blocks", "motion_input", "separate_encoders", "fusion_blocks")
     grows = saved.with_(**{k: getattr(mcfg, k) for k in grown}) == mcfg
     if not (grows and all(getattr(saved, k) <= getattr(mcfg, k) for k in grown)):
         raise WeightsError(f"--init weights {path} are a different architecture "
@@ -118,12 +118,14 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
         _add_zero_inputs(sd, "extractor.conv.weight", mcfg.block_length)
     if mcfg.motion_input and not saved.motion_input:
         _add_zero_inputs(sd, "rec_conv0.weight", 2)
-    if saved.num_blocks < mcfg.num_blocks:
-        base = fresh if fresh is not None else Spk2ImgNet(mcfg).state_dict()
-        for i in range(saved.num_blocks, mcfg.num_blocks):
-            for k, v in base.items():
-                if k.startswith(f"extractor.net.{i}."):
-                    sd[k] = torch.zeros_like(v) if ".conv3." in k else v.clone()
+    for prefix, have, want in (("extractor.net", saved.num_blocks, mcfg.num_blocks),
+                                ("fusion_net", saved.fusion_blocks, mcfg.fusion_blocks)):
+        if have < want:
+            base = fresh if fresh is not None else Spk2ImgNet(mcfg).state_dict()
+            for i in range(have, want):
+                for k, v in base.items():
+                    if k.startswith(f"{prefix}.{i}."):
+                        sd[k] = torch.zeros_like(v) if ".conv3." in k else v.clone()
     if mcfg.separate_encoders and not saved.separate_encoders:
         # every position starts from the shared extractor: the same function
         for k in [k for k in sd if k.startswith("extractor.")]:

@@ -56,11 +56,13 @@ def test_module_import_stays_light() -> None:
 def test_simulate_image_json_and_files(tmp_path: Path, png: Path) -> None:
     out = tmp_path / "o.dat"
     res = run("simulate", str(png), "-o", str(out), *SMALL, "--objects", "1", "--noise",
-              "realistic", "--gt-step", "10", "--gt-step", "20", "--json")
+              "realistic", "--gt-step", "10", "--gt-step", "20", "--resample", "bicubic",
+              "--json")
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert record["gt_steps"] == [10, 20] and record["config"]["noise"]["scale"] == 1.0
     assert record["config"]["motion"]["objects"] == [1, 1]
+    assert record["config"]["motion"]["resample"] == "bicubic"
     assert open_recording(out, 40, 64).num_frames == 50
     assert (tmp_path / "o_gt" / "000020.png").is_file()
     assert json.loads(out.with_suffix(".json").read_text())["seed"] == 0
@@ -96,6 +98,8 @@ def test_errors_are_one_line(tmp_path: Path, png: Path) -> None:
     one_line_error(run("simulate", str(tmp_path / "nope.png"), "-o", str(out)), 2)
     one_line_error(run("simulate", str(png), "-o", str(tmp_path / "n.dat"), "--noise", "loud"),
                    2)
+    assert "resampling" in one_line_error(run("simulate", str(png), "-o", str(tmp_path / "n.dat"),
+                                              "--resample", "cubic"), 2)
     one_line_error(run("simulate", str(png), "-o", str(tmp_path / "n.dat"), "--height", "5",
                        "--width", "5"), 2)
     one_line_error(run("simulate", str(png), "-o", str(tmp_path / "n.dat"), "--gt-step", "999",

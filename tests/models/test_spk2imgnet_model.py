@@ -213,6 +213,31 @@ def test_motion_input_gives_the_fusion_the_velocity():
         assert not torch.allclose(model(x)[0], base(x)[0])
 
 
+# -- fusion_blocks (spkrecon's addition) -----------------------------------------------------
+def test_fusion_blocks_deepen_the_fusion_head():
+    plain = Spk2ImgNetConfig.preset("net_b", features=8, num_blocks=1, motion_input=True)
+    cfg = plain.with_(fusion_blocks=2)
+    assert Spk2ImgNetConfig.from_dict(cfg.to_dict()) == cfg
+    torch.manual_seed(5)
+    model, base = Spk2ImgNet(cfg).eval(), Spk2ImgNet(plain).eval()
+    from spkrecon.models.weights import infer_config
+
+    sd = model.state_dict()
+    assert infer_config(sd) == cfg and infer_config(base.state_dict()) == plain
+    assert {k.split(".")[1] for k in sd if k.startswith("fusion_net.")} == {"0", "1"}
+    x = (torch.rand(2, 41, 24, 32) < 0.3).float()
+    with torch.inference_mode():
+        assert not torch.allclose(model(x)[0], base(x)[0])
+        for k, v in base.state_dict().items():  # zero last convolutions: identity blocks
+            sd[k] = v
+        for k in [k for k in sd if k.startswith("fusion_net.") and ".conv3." in k]:
+            sd[k] = torch.zeros_like(sd[k])
+        model.load_state_dict(sd)
+        torch.testing.assert_close(model(x)[0], base(x)[0])
+    with pytest.raises(ValueError, match="width/depth"):
+        plain.with_(fusion_blocks=-1)
+
+
 # -- separate_encoders (spkrecon's addition) -------------------------------------------------
 def test_separate_encoders_give_each_position_its_own_extractor():
     shared = Spk2ImgNetConfig.preset("net_b", features=8, num_blocks=1, motion_input=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,20 @@ def test_simulated_batches_shapes_rates_and_seed(tiny_data: dict[str, Path], tmp
     assert set(torch.unique(b1.spikes).tolist()) <= {0.0, 1.0}
     # Noise-free integrate-and-fire: the mean rate is alpha times the mean light.
     assert float(b1.spikes.mean()) == pytest.approx(0.6 * float(b1.gt.mean()), rel=0.1)
+
+
+def test_gt_offset_moves_the_ground_truth_in_time(tiny_data: dict[str, Path], tmp_path: Path
+                                                  ) -> None:
+    cfg = tiny(tmp_path, tiny_data, batch_size=6, video_share=0.0, noise_prob=0.0,
+               static_prob=0.0)
+    on, later, half = (Mixture(replace(cfg, gt_offset=o), torch.device("cpu"))
+                       .sample(6, torch.Generator().manual_seed(5)) for o in (0.0, 7.0, 0.5))
+    assert torch.equal(on.spikes, later.spikes) and torch.equal(on.spikes, half.spikes)
+    # one block step later: each block's truth is the next block's
+    torch.testing.assert_close(later.gt[:, :4], on.gt[:, 1:])
+    assert not torch.allclose(half.gt, on.gt) and not torch.allclose(half.gt, later.gt)
+    with pytest.raises(ParameterError, match="gt_offset"):
+        replace(cfg, gt_offset=8.0).validate()
 
 
 def test_augment_moves_spikes_and_truth_together() -> None:
@@ -216,6 +231,12 @@ def test_init_fine_tunes_from_weights_or_last(tiny_data: dict[str, Path], tmp_pa
         torch.testing.assert_close(big(x)[0], small(x)[0])
     with pytest.raises(WeightsError, match="different architecture"):
         initial_weights(str(Path(plain.out) / "weights.pt"), mcfg.with_(num_blocks=0))
+    # ... and with identity residual blocks in the fusion head
+    fused_cfg = mcfg.with_(fusion_blocks=2)
+    fused = Spk2ImgNet(fused_cfg).eval()
+    fused.load_state_dict(initial_weights(str(Path(plain.out) / "weights.pt"), fused_cfg))
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x)[0], small(x)[0])
     # ... and into one extractor per block position, each a copy of the shared one
     sep_cfg = mcfg.with_(separate_encoders=True)
     sep = Spk2ImgNet(sep_cfg).eval()
@@ -310,11 +331,14 @@ def test_cli_train_runs_and_guards_inputs(tiny_data: dict[str, Path], tmp_path: 
     vid = ["train", "--videos", str(tiny_data["videos"]), "--patch", "16", "-b", "2",
            "--model", "lite", "--features", "8", "--blocks", "1", "--threads", "1",
            "--val-dir", "none", "--val-every", "0", "--steps", "1"]
-    slow = CliRunner().invoke(app, [*vid, "--video-steps", "50", "100", "-o",
+    slow = CliRunner().invoke(app, [*vid, "--video-steps", "50", "100", "--gt-offset", "0.5",
+                                    "--resample", "bicubic", "--fusion-blocks", "1", "-o",
                                     str(tmp_path / "slow")])
     assert slow.exit_code == 0, slow.output
     saved = json.loads((tmp_path / "slow" / "config.json").read_text())
     assert saved["video_steps_per_frame"] == [50.0, 100.0]
+    assert (saved["gt_offset"], saved["resample"], saved["fusion_blocks"]) == (0.5, "bicubic", 1)
+    assert "fusion_net.0.conv3.weight" in weights_of(tmp_path / "slow")
     bad = CliRunner().invoke(app, [*vid, "--video-steps", "10", "5", "-o", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "video steps per frame" in bad.output
     assert not (tmp_path / "b").exists()
