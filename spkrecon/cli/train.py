@@ -102,6 +102,10 @@ def train(
     fusion_blocks: Annotated[int | None, typer.Option(
         "--fusion-blocks", help="Residual blocks in the fusion head, where the five blocks "
         "meet (spkrecon's addition); default the model's.", rich_help_panel=_MODEL)] = None,
+    flow_align: Annotated[bool | None, typer.Option(
+        "--flow-align/--no-flow-align", help="Warp each neighbour block's features by a "
+        "learned flow (spkrecon's addition, networks without PDA); default the model's.",
+        rich_help_panel=_MODEL)] = None,
     steps: Annotated[int, typer.Option("--steps", help="Length of the learning-rate "
                                        "schedule in steps (the run ends there).",
                                        rich_help_panel=_OPT)] = 200_000,
@@ -182,7 +186,7 @@ def train(
 
     cfg = TrainConfig(
         model=model.lower().replace("-", "_"), features=features, num_blocks=blocks,
-        fusion_blocks=fusion_blocks,
+        fusion_blocks=fusion_blocks, flow_align=flow_align,
         images=[str(p) for p in images or []], videos=[str(p) for p in videos or []],
         dataset=[str(p) for p in dataset or []], video_share=video_share,
         dataset_share=dataset_share, patch=patch, batch_size=batch_size, augment=augment,

@@ -63,7 +63,8 @@ class Spk2ImgNetConfig:
     ``raw_skip`` (not in the paper) also feeds each block's spike frames to the feature CNN;
     ``motion_input`` (not in the paper) gives the fusion head the window's velocity;
     ``separate_encoders`` (not in the paper) gives each block position its own extractor;
-    ``fusion_blocks`` (not in the paper) deepens the fusion head with residual blocks.
+    ``fusion_blocks`` (not in the paper) deepens the fusion head with residual blocks;
+    ``flow_align`` (not in the paper) warps each neighbour's features by a learned flow.
     """
 
     features: int = 64
@@ -90,6 +91,9 @@ class Spk2ImgNetConfig:
     #: spkrecon's addition: residual blocks (width ``features``) in the fusion head, after the
     #: blocks' features are joined: the only place where the five blocks meet without PDA.
     fusion_blocks: int = 0
+    #: spkrecon's addition for networks without PDA: a small learned flow per neighbour block
+    #: moves its features onto the key block (bilinear warp) before the fusion.
+    flow_align: bool = False
 
     def __post_init__(self) -> None:
         if self.features < 1 or self.num_blocks < 0 or self.sali_features < 1 \
@@ -436,6 +440,41 @@ def window_velocity(ests: list[Tensor], offsets: list[int], key: int, radius: in
         return num / den.clamp_min(1e-6)
 
 
+class FlowHead(nn.Module):
+    """Flow ``(N, 2, H, W)`` (dy, dx in pixels) that moves a neighbour block's features onto
+    the key block's, from both features (and the velocity's expected displacement).
+
+    The last convolution starts at zero: no flow, the unaligned network.
+    """
+
+    def __init__(self, features: int, extra: int) -> None:
+        super().__init__()
+        self.conv0 = _conv(2 * features + extra, features)
+        self.conv1 = _conv(features, features)
+        self.conv2 = _conv(features, 2)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(F.relu(self.conv1(F.relu(self.conv0(x)))))
+
+
+def warp(x: Tensor, flow: Tensor) -> Tensor:
+    """Sample ``x (N, C, H, W)`` at each pixel plus ``flow (N, 2, H, W)`` (dy, dx in pixels);
+    bilinear, border values outside."""
+    n, _, h, w = x.shape
+    ys = torch.arange(h, device=x.device, dtype=torch.float32)
+    xs = torch.arange(w, device=x.device, dtype=torch.float32)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    f = flow.float()
+    sx = (gx + f[:, 1]) * (2 / max(w - 1, 1)) - 1
+    sy = (gy + f[:, 0]) * (2 / max(h - 1, 1)) - 1
+    # contiguous NCHW: the CPU backward of grid_sample crashed on channels-last input
+    out = F.grid_sample(x.float().contiguous(), torch.stack([sx, sy], -1).contiguous(),
+                        mode="bilinear", padding_mode="border", align_corners=True)
+    return out.to(x.dtype)
+
+
 class BlockFeatures(NamedTuple):
     """What one 13-frame block contributes, whatever output frame it serves.
 
@@ -474,6 +513,9 @@ class Spk2ImgNet(nn.Module):
         if cfg.re:
             for k in self.neighbours:
                 setattr(self, f"mask{k}", FusionMask(f))
+        self.flow_heads = nn.ModuleList(
+            [FlowHead(f, 2 if cfg.motion_input else 0) for _ in self.neighbours]
+        ) if cfg.flow_align and not cfg.pda else None
         self.rec_conv0 = _conv(cfg.num_temporal_blocks * f + (2 if cfg.motion_input else 0),
                                3 * f)
         self.rec_conv1 = _conv(3 * f, f)
@@ -513,12 +555,20 @@ class Spk2ImgNet(nn.Module):
             aligned = list(aligned_all.split(b, 0))
         else:
             aligned = [n.l1 for n in nbrs]
+        v = window_velocity([bl.est for bl in blocks], cfg.block_offsets(), cfg.key_block) \
+            if cfg.motion_input else None
+        if self.flow_heads is not None:
+            offsets = cfg.block_offsets()
+            moved = []
+            for head, k, a in zip(self.flow_heads, self.neighbours, aligned, strict=True):
+                inputs = [key.l1, a] + ([(v * offsets[k]).to(a.dtype)] if v is not None else [])
+                moved.append(warp(a, head(torch.cat(inputs, 1))))
+            aligned = moved
         if cfg.re:
             aligned = [a * getattr(self, f"mask{k}")(a, key.l1)
                        for k, a in zip(self.neighbours, aligned, strict=True)]
         parts = aligned[:cfg.key_block] + [key.l1] + aligned[cfg.key_block:]
-        if cfg.motion_input:
-            v = window_velocity([bl.est for bl in blocks], cfg.block_offsets(), cfg.key_block)
+        if v is not None:
             parts.append((v * cfg.block_step).to(key.l1.dtype))
         out = F.relu(self.rec_conv0(torch.cat(parts, 1)))
         out = F.relu(self.rec_conv1(out))

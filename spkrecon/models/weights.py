@@ -44,7 +44,7 @@ ENV_VAR = "SPKRECON_WEIGHTS"
 DEFAULT_NAME = "spk2imgnet"
 LITE_NAME = "spk2imgnet-lite"
 #: spkrecon's additions to the authors' architecture (boolean config fields).
-ADDITIONS = ("raw_skip", "motion_input", "separate_encoders", "fusion_blocks")
+ADDITIONS = ("raw_skip", "motion_input", "separate_encoders", "fusion_blocks", "flow_align")
 
 
 def additions_suffix(config: dict[str, Any]) -> str:
@@ -367,7 +367,8 @@ def infer_config(sd: dict[str, Tensor], block_step: int = 7) -> Spk2ImgNetConfig
             motion_input=int(sd["rec_conv0.weight"].shape[1]) % features == 2,
             separate_encoders=any(k.startswith("side_extractors.") for k in sd),
             fusion_blocks=len({int(m.group(1)) for k in sd
-                               if (m := re.match(r"fusion_net\.(\d+)\.", k))}))
+                               if (m := re.match(r"fusion_net\.(\d+)\.", k))}),
+            flow_align=any(k.startswith("flow_heads.") for k in sd))
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as exc:
         raise WeightsError(
             f"the state dict does not have Spk2ImgNet's parameter names ({exc})",

@@ -54,6 +54,7 @@ class TrainConfig:
     features: int | None = None
     num_blocks: int | None = None
     fusion_blocks: int | None = None
+    flow_align: bool | None = None
     # -- data
     images: list[str] = field(default_factory=list)
     videos: list[str] = field(default_factory=list)
@@ -133,6 +134,8 @@ class TrainConfig:
             base["num_blocks"] = self.num_blocks
         if self.fusion_blocks is not None:
             base["fusion_blocks"] = self.fusion_blocks
+        if self.flow_align is not None:
+            base["flow_align"] = self.flow_align
         try:
             return Spk2ImgNetConfig(**base)
         except ValueError as exc:

@@ -105,7 +105,8 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
     else:
         ckpt = load_checkpoint(path)
         saved, sd = ckpt.model_config(), dict(ckpt.state_dict)
-    grown = ("raw_skip", "num_blocks", "motion_input", "separate_encoders", "fusion_blocks")
+    grown = ("raw_skip", "num_blocks", "motion_input", "separate_encoders", "fusion_blocks",
+             "flow_align")
     grows = saved.with_(**{k: getattr(mcfg, k) for k in grown}) == mcfg
     if not (grows and all(getattr(saved, k) <= getattr(mcfg, k) for k in grown)):
         raise WeightsError(f"--init weights {path} are a different architecture "
@@ -126,6 +127,9 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
                 for k, v in base.items():
                     if k.startswith(f"{prefix}.{i}."):
                         sd[k] = torch.zeros_like(v) if ".conv3." in k else v.clone()
+    if mcfg.flow_align and not saved.flow_align:  # zero flow: the unaligned network
+        base = fresh if fresh is not None else Spk2ImgNet(mcfg).state_dict()
+        sd.update({k: v.clone() for k, v in base.items() if k.startswith("flow_heads.")})
     if mcfg.separate_encoders and not saved.separate_encoders:
         # every position starts from the shared extractor: the same function
         for k in [k for k in sd if k.startswith("extractor.")]:

@@ -213,17 +213,24 @@ def test_motion_input_gives_the_fusion_the_velocity():
         assert not torch.allclose(model(x)[0], base(x)[0])
 
 
-# -- fusion_blocks (spkrecon's addition) -----------------------------------------------------
-def test_fusion_blocks_deepen_the_fusion_head():
-    plain = Spk2ImgNetConfig.preset("net_b", features=8, num_blocks=1, motion_input=True)
-    cfg = plain.with_(fusion_blocks=2)
-    assert Spk2ImgNetConfig.from_dict(cfg.to_dict()) == cfg
-    torch.manual_seed(5)
-    model, base = Spk2ImgNet(cfg).eval(), Spk2ImgNet(plain).eval()
+# -- spkrecon's additions --------------------------------------------------------------------
+def _with_addition(seed: int, **change: object) -> tuple[Spk2ImgNet, Spk2ImgNet, dict]:
+    """``(model with the addition, the plain model, the model's state dict)``; checks that the
+    config round-trips and that the architecture is read back from the tensors."""
     from spkrecon.models.weights import infer_config
 
+    plain = Spk2ImgNetConfig.preset("net_b", features=8, num_blocks=1, motion_input=True)
+    cfg = plain.with_(**change)
+    assert Spk2ImgNetConfig.from_dict(cfg.to_dict()) == cfg
+    torch.manual_seed(seed)
+    model, base = Spk2ImgNet(cfg).eval(), Spk2ImgNet(plain).eval()
     sd = model.state_dict()
     assert infer_config(sd) == cfg and infer_config(base.state_dict()) == plain
+    return model, base, sd
+
+
+def test_fusion_blocks_deepen_the_fusion_head():
+    model, base, sd = _with_addition(5, fusion_blocks=2)
     assert {k.split(".")[1] for k in sd if k.startswith("fusion_net.")} == {"0", "1"}
     x = (torch.rand(2, 41, 24, 32) < 0.3).float()
     with torch.inference_mode():
@@ -235,20 +242,38 @@ def test_fusion_blocks_deepen_the_fusion_head():
         model.load_state_dict(sd)
         torch.testing.assert_close(model(x)[0], base(x)[0])
     with pytest.raises(ValueError, match="width/depth"):
-        plain.with_(fusion_blocks=-1)
+        model.config.with_(fusion_blocks=-1)
 
 
-# -- separate_encoders (spkrecon's addition) -------------------------------------------------
+def test_warp_moves_by_the_flow():
+    from spkrecon.models.spk2imgnet import warp
+
+    x = torch.rand(2, 3, 12, 16)
+    flow = torch.zeros(2, 2, 12, 16)
+    torch.testing.assert_close(warp(x, flow), x)
+    flow[:, 0], flow[:, 1] = 1.0, -2.0  # sample one row down, two columns left
+    torch.testing.assert_close(warp(x, flow)[..., :-1, 2:], x[..., 1:, :-2])
+    half = warp(x, torch.stack([torch.zeros(2, 12, 16), torch.full((2, 12, 16), 0.5)], 1))
+    torch.testing.assert_close(half[..., :-1], (x[..., :-1] + x[..., 1:]) / 2)
+
+
+def test_flow_align_starts_as_the_unaligned_network():
+    model, base, sd = _with_addition(7, flow_align=True)
+    assert len(model.flow_heads) == 4
+    sd.update(base.state_dict())  # the flow heads keep their zero last convolution
+    model.load_state_dict(sd)
+    x = (torch.rand(2, 41, 24, 32) < 0.3).float()
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x)[0], base(x)[0], atol=1e-5, rtol=1e-4)
+        model.flow_heads[0].conv2.bias.copy_(torch.tensor([0.0, 1.5]))
+        assert not torch.allclose(model(x)[0], base(x)[0], atol=1e-3)
+    out, _ = model(x)
+    out.mean().backward()
+    assert model.flow_heads[0].conv2.weight.grad.abs().sum() > 0  # the flow is learned
+
+
 def test_separate_encoders_give_each_position_its_own_extractor():
-    shared = Spk2ImgNetConfig.preset("net_b", features=8, num_blocks=1, motion_input=True)
-    cfg = shared.with_(separate_encoders=True)
-    assert Spk2ImgNetConfig.from_dict(cfg.to_dict()) == cfg
-    torch.manual_seed(6)
-    model, base = Spk2ImgNet(cfg).eval(), Spk2ImgNet(shared).eval()
-    from spkrecon.models.weights import infer_config
-
-    sd = model.state_dict()
-    assert infer_config(sd) == cfg and infer_config(base.state_dict()) == shared
+    model, base, sd = _with_addition(6, separate_encoders=True)
     assert {k.split(".")[1] for k in sd if k.startswith("side_extractors.")} == {"0", "1", "2",
                                                                                  "3"}
     # every position with the shared extractor's weights: the shared network

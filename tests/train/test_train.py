@@ -237,6 +237,12 @@ def test_init_fine_tunes_from_weights_or_last(tiny_data: dict[str, Path], tmp_pa
     fused.load_state_dict(initial_weights(str(Path(plain.out) / "weights.pt"), fused_cfg))
     with torch.inference_mode():
         torch.testing.assert_close(fused(x)[0], small(x)[0])
+    # ... and with flow alignment that starts at zero flow
+    flow_cfg = mcfg.with_(flow_align=True)
+    flowed = Spk2ImgNet(flow_cfg).eval()
+    flowed.load_state_dict(initial_weights(str(Path(plain.out) / "weights.pt"), flow_cfg))
+    with torch.inference_mode():
+        torch.testing.assert_close(flowed(x)[0], small(x)[0], atol=1e-5, rtol=1e-4)
     # ... and into one extractor per block position, each a copy of the shared one
     sep_cfg = mcfg.with_(separate_encoders=True)
     sep = Spk2ImgNet(sep_cfg).eval()
