@@ -89,6 +89,9 @@ class TrainConfig:
     gt_offset: float = 0.0
     #: Resampling of moving images (``bilinear`` or ``bicubic``; see ``MotionConfig``).
     resample: str = "bilinear"
+    #: Resampling of the ground truth of moving photos (default: as ``resample``); sharper
+    #: truth than input teaches the network to sharpen.
+    gt_resample: str | None = None
     #: Longest image side kept in memory (larger images are scaled down once when loaded).
     max_side: int = 800
     # -- optimisation
@@ -176,9 +179,9 @@ class TrainConfig:
         lo, hi = self.video_steps_per_frame
         if not 0 < lo <= hi:
             raise ParameterError(f"video steps per frame must be 0 < lo <= hi, got {lo, hi}")
-        if self.resample not in ("bilinear", "bicubic"):
-            raise ParameterError(f"unknown resampling '{self.resample}'",
-                                 "use bilinear or bicubic")
+        for r in (self.resample, self.gt_resample or self.resample):
+            if r not in ("bilinear", "bicubic"):
+                raise ParameterError(f"unknown resampling '{r}'", "use bilinear or bicubic")
         if not -7 <= self.gt_offset <= 7:
             raise ParameterError(f"gt_offset must be in [-7, 7] readout steps, got "
                                  f"{self.gt_offset}")

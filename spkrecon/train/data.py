@@ -18,7 +18,7 @@ random scale) and the motion (static, slow and fast patches). All randomness com
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from spkrecon.errors import InputError
 from spkrecon.simulate.core import simulate_batch
-from spkrecon.simulate.motion import MotionConfig, random_motion_scene
+from spkrecon.simulate.motion import MotionConfig, MotionScene, random_motion_scene
 from spkrecon.simulate.noise import NoiseModel
 from spkrecon.simulate.scenes import IMAGE_EXTS, FrameScene, Scene, list_frames, load_grey
 from spkrecon.train.config import TrainConfig
@@ -138,11 +138,15 @@ class _Simulated:
         ``gt_offset`` steps)."""
         cfg = self.cfg
         off = cfg.gt_offset
+        truth = scene
+        if isinstance(scene, MotionScene) and cfg.gt_resample not in (None, scene.resample):
+            truth = replace(scene, resample=cfg.gt_resample)
+        own = off == 0 and truth is scene
         res = simulate_batch(scene, WINDOW, alpha=cfg.alpha, noise=self.noise(g), generator=g,
-                             gt_steps=() if off else BLOCK_CENTRES)
-        if off:
+                             gt_steps=BLOCK_CENTRES if own else ())
+        if not own:
             t = torch.tensor(BLOCK_CENTRES, dtype=torch.float64) + off
-            return Batch(res.spikes.float(), scene.light_at(t))
+            return Batch(res.spikes.float(), truth.light_at(t))
         assert res.gt is not None
         return Batch(res.spikes.float(), res.gt)
 

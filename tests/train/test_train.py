@@ -85,8 +85,19 @@ def test_gt_offset_moves_the_ground_truth_in_time(tiny_data: dict[str, Path], tm
     # one block step later: each block's truth is the next block's
     torch.testing.assert_close(later.gt[:, :4], on.gt[:, 1:])
     assert not torch.allclose(half.gt, on.gt) and not torch.allclose(half.gt, later.gt)
+    # sharper truth than input: the same spikes, more fine detail in the truth
+    sharp = Mixture(replace(cfg, gt_resample="bicubic"), torch.device("cpu")).sample(
+        6, torch.Generator().manual_seed(5))
+    assert torch.equal(sharp.spikes, on.spikes)
+
+    def detail(x: torch.Tensor) -> float:
+        return float((x[..., 1:, :] - x[..., :-1, :]).abs().mean())
+
+    assert detail(sharp.gt) > detail(on.gt)
     with pytest.raises(ParameterError, match="gt_offset"):
         replace(cfg, gt_offset=8.0).validate()
+    with pytest.raises(ParameterError, match="resampling"):
+        replace(cfg, gt_resample="lanczos").validate()
 
 
 def test_augment_moves_spikes_and_truth_together() -> None:
