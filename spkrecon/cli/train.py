@@ -61,6 +61,9 @@ def train(
     gt_resample: Annotated[str | None, typer.Option(
         "--gt-resample", help="Resampling of the moving photos' ground truth (default: as "
         "--resample).", rich_help_panel=_SIM)] = None,
+    sharp_key: Annotated[bool, typer.Option(
+        "--sharp-key", help="Moving photos sit at a whole-pixel position at the key frame's "
+        "ground-truth time (an unresampled truth).", rich_help_panel=_SIM)] = False,
     max_speed: Annotated[float, typer.Option("--max-speed", help="Fastest moving object, "
                                              "pixels per readout step.",
                                              rich_help_panel=_SIM)] = 4.0,
@@ -194,7 +197,7 @@ def train(
         dataset=[str(p) for p in dataset or []], video_share=video_share,
         dataset_share=dataset_share, patch=patch, batch_size=batch_size, augment=augment,
         alpha=alpha, gt_offset=gt_offset, resample=resample.lower(), max_speed=max_speed,
-        gt_resample=gt_resample.lower() if gt_resample else None,
+        gt_resample=gt_resample.lower() if gt_resample else None, sharp_key=sharp_key,
         camera_max_speed=camera_speed,
         static_prob=static_prob, objects=objects, noise_prob=noise_prob, noise_max=noise_max,
         dim_prob=dim_prob, dim_min=dim_min, scale_min=scale_min, scale_max=scale_max,

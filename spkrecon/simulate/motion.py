@@ -480,15 +480,18 @@ def random_motion_scene(backgrounds: torch.Tensor, size: tuple[int, int], steps:
                         config: MotionConfig | None = None,
                         generator: torch.Generator | None = None,
                         sprite_sources: torch.Tensor | None = None,
-                        key_step: float | None = None) -> MotionScene:
+                        key_step: float | None = None, align_key: bool = False
+                        ) -> MotionScene:
     """``B`` random moving scenes of ``size`` over ``steps`` readout steps.
 
     ``backgrounds (B, Hb, Wb)`` are used at their own scale (1 background pixel = 1 output
     pixel at zoom 1); they must be larger than ``size`` (see :func:`prepare_background`),
     and the camera stays inside them. Sprites are cut from ``sprite_sources (N, H, W)``
     (default: the backgrounds, rolled so a scene's sprites come from other images). Sprites
-    are inside the view at ``key_step`` (default: the middle step). All randomness comes from
-    ``generator`` (on the backgrounds' device).
+    are inside the view at ``key_step`` (default: the middle step). With ``align_key`` the
+    camera's view at ``key_step`` is an exact pixel crop of the background (whole-pixel
+    position, no zoom or rotation): unresampled, as sharp as the image. All randomness comes
+    from ``generator`` (on the backgrounds' device).
     """
     cfg = config or MotionConfig()
     bg = backgrounds[:, 0] if backgrounds.ndim == 4 else backgrounds
@@ -506,6 +509,14 @@ def random_motion_scene(backgrounds: torch.Tensor, size: tuple[int, int], steps:
     rates[..., 2:] = torch.where(still[:, None], torch.zeros_like(rates[..., 2:]), rates[..., 2:])
     path = _random_path((b,), steps, rates, speeds, cfg, generator, device, 0.0)
     camera = _fit_camera(path, steps, size, tuple(bg.shape[-2:]), generator)
+    if align_key:
+        t_key = (steps - 1) / 2 if key_step is None else float(key_step)
+        q = camera.at(torch.tensor([t_key], dtype=torch.float64, device=device))[:, 0]
+        cx, cy = (size[1] - 1) / 2, (size[0] - 1) / 2
+        # background x of output pixel i at zero zoom and angle: i - cx + q_x; make it whole
+        camera.p0[:, 0] += torch.round(q[:, 0] - cx) + cx - q[:, 0]
+        camera.p0[:, 1] += torch.round(q[:, 1] - cy) + cy - q[:, 1]
+        camera.p0[:, 2:] -= q[:, 2:]
     sources = sprite_sources
     if sources is None:
         sources = bg.roll(1, dims=0) if b > 1 else bg.flip(-1)

@@ -92,6 +92,9 @@ class TrainConfig:
     #: Resampling of the ground truth of moving photos (default: as ``resample``); sharper
     #: truth than input teaches the network to sharpen.
     gt_resample: str | None = None
+    #: Moving photos seen at a whole-pixel position at the key frame's ground-truth time:
+    #: an unresampled, sharp truth (like an original frame among interpolated ones).
+    sharp_key: bool = False
     #: Longest image side kept in memory (larger images are scaled down once when loaded).
     max_side: int = 800
     # -- optimisation

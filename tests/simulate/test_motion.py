@@ -88,6 +88,22 @@ def test_bicubic_resampling_keeps_fine_detail() -> None:
         MotionConfig(resample="nearest-ish")
 
 
+def test_align_key_gives_an_exact_crop_at_the_key_time() -> None:
+    bg = texture()
+    cfg = MotionConfig(camera_max_speed=0.4, static_prob=0.0, objects=(0, 0))
+    for seed in range(3):
+        scene = random_motion_scene(bg[None], (24, 32), 41, cfg, make_generator(seed),
+                                    key_step=20.5, align_key=True)
+        view, later = scene.light_at(torch.tensor([20.5, 22.0], dtype=T64))[0]
+        err = min(float((view - bg[y:y + 24, x:x + 32]).abs().max())
+                  for y in range(120 - 24) for x in range(160 - 32))
+        assert err < 1e-5  # whole-pixel position, no zoom or rotation: no resampling
+        assert not torch.allclose(view, later, atol=1e-3)  # and it still moves
+        free = random_motion_scene(bg[None], (24, 32), 41, cfg, make_generator(seed),
+                                   key_step=20.5)
+        torch.testing.assert_close(free.camera.v, scene.camera.v)  # the same path, moved
+
+
 def test_rotation_and_zoom_about_the_view_centre() -> None:
     bg = texture(200, 200)
     cam = Trajectory.linear(torch.tensor([[99.5, 99.5, math.log(2.0), math.pi / 2]]))
