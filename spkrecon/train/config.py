@@ -17,7 +17,8 @@ from spkrecon.errors import ParameterError
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "full": {"sali": True, "pda": True, "re": True, "features": 64, "num_blocks": 10},
     "lite": {"sali": True, "pda": False, "re": False, "features": 24, "num_blocks": 3,
-             "raw_skip": True, "motion_input": True, "separate_encoders": True},
+             "raw_skip": True, "motion_input": True, "separate_encoders": True,
+             "flow_align": True},
     "net_a": {"sali": False, "pda": False, "re": False},
     "net_b": {"sali": True, "pda": False, "re": False},
     "net_c": {"sali": False, "pda": True, "re": False},

@@ -221,50 +221,34 @@ def test_init_fine_tunes_from_weights_or_last(tiny_data: dict[str, Path], tmp_pa
     assert not all(torch.equal(wt[k], wf[k]) for k in wt)
     with pytest.raises(WeightsError, match="different architecture"):
         run(tiny(tmp_path / "wide", tiny_data, features=12, init=str(first.out / "weights.pt")))
-    # a plain network grows into raw_skip with zero weights on the spike frames
+    # a plain network grows into each of spkrecon's additions with the same function
     plain = tiny(tmp_path / "plain", tiny_data, model="net_b", steps=2)
     run(plain)
-    grown = initial_weights(str(Path(plain.out) / "last.pt"), mcfg)
-    assert mcfg.raw_skip and grown["extractor.conv.weight"].shape[1] == 4 + 13
-    assert not grown["extractor.conv.weight"][:, 4:].any()
+    pw = str(Path(plain.out) / "weights.pt")
+    base_cfg = mcfg.with_(separate_encoders=False, flow_align=False)
+    grown = initial_weights(str(Path(plain.out) / "last.pt"), base_cfg)
+    assert base_cfg.raw_skip and grown["extractor.conv.weight"].shape[1] == 4 + 13
+    assert not grown["extractor.conv.weight"][:, 4:].any()  # zero weights on spike frames
     assert torch.equal(grown["extractor.conv.weight"][:, :4],
                        weights_of(Path(plain.out))["extractor.conv.weight"])
-    # ... and deeper with identity blocks: the same function
-    deep_cfg = mcfg.with_(num_blocks=3)
-    deep = initial_weights(str(Path(plain.out) / "weights.pt"), deep_cfg)
     from spkrecon.models.spk2imgnet import Spk2ImgNet
 
-    small, big = Spk2ImgNet(mcfg).eval(), Spk2ImgNet(deep_cfg).eval()
+    small = Spk2ImgNet(base_cfg).eval()
     small.load_state_dict(grown)
-    big.load_state_dict(deep)
     x = (torch.rand(1, 41, 16, 16) < 0.3).float()
-    with torch.inference_mode():
-        torch.testing.assert_close(big(x)[0], small(x)[0])
+    # deeper (identity blocks), a deeper fusion head, flow alignment (zero flow), one
+    # extractor per block position (copies of the shared one), and all of the lite preset
+    for cfg in (base_cfg.with_(num_blocks=3), base_cfg.with_(fusion_blocks=2),
+                base_cfg.with_(flow_align=True), base_cfg.with_(separate_encoders=True),
+                mcfg.with_(fusion_blocks=1)):
+        net = Spk2ImgNet(cfg).eval()
+        net.load_state_dict(initial_weights(pw, cfg))
+        with torch.inference_mode():
+            torch.testing.assert_close(net(x)[0], small(x)[0], atol=1e-5, rtol=1e-4)
     with pytest.raises(WeightsError, match="different architecture"):
-        initial_weights(str(Path(plain.out) / "weights.pt"), mcfg.with_(num_blocks=0))
-    # ... and with identity residual blocks in the fusion head
-    fused_cfg = mcfg.with_(fusion_blocks=2)
-    fused = Spk2ImgNet(fused_cfg).eval()
-    fused.load_state_dict(initial_weights(str(Path(plain.out) / "weights.pt"), fused_cfg))
-    with torch.inference_mode():
-        torch.testing.assert_close(fused(x)[0], small(x)[0])
-    # ... and with flow alignment that starts at zero flow
-    flow_cfg = mcfg.with_(flow_align=True)
-    flowed = Spk2ImgNet(flow_cfg).eval()
-    flowed.load_state_dict(initial_weights(str(Path(plain.out) / "weights.pt"), flow_cfg))
-    with torch.inference_mode():
-        torch.testing.assert_close(flowed(x)[0], small(x)[0], atol=1e-5, rtol=1e-4)
-    # ... and into one extractor per block position, each a copy of the shared one
-    sep_cfg = mcfg.with_(separate_encoders=True)
-    sep = Spk2ImgNet(sep_cfg).eval()
-    sep.load_state_dict(initial_weights(str(first.out / "weights.pt"), sep_cfg))
-    shared = Spk2ImgNet(mcfg).eval()
-    shared.load_state_dict(w0)
-    with torch.inference_mode():
-        torch.testing.assert_close(sep(x)[0], shared(x)[0])
+        initial_weights(pw, base_cfg.with_(num_blocks=0))
     with pytest.raises(WeightsError, match="different architecture"):
-        initial_weights(str(first.out / "last.pt"), mcfg.with_(separate_encoders=True,
-                                                                features=12))
+        initial_weights(str(first.out / "last.pt"), mcfg.with_(features=12))
     with pytest.raises(WeightsError, match="do not exist"):
         run(tiny(tmp_path / "none", tiny_data, init=str(tmp_path / "missing.pt")))
 
