@@ -186,7 +186,8 @@ class ImageSource(_Simulated):
             crops.append(cut(img, y, x, side, self.crop))
         light = torch.stack(crops) * self.gains(n, g)
         scene = random_motion_scene(light, (cfg.patch, cfg.patch), WINDOW, self.motion, g,
-                                    key_step=(WINDOW - 1) / 2 + cfg.gt_offset,
+                                    key_step=(WINDOW - 1) / 2 + (cfg.gt_offset if cfg.sharp_key
+                                                                 else 0.0),
                                     align_key=cfg.sharp_key)
         return self.simulate(scene, g)
 

@@ -58,15 +58,16 @@ def test_import_then_info_and_list(env, release):
 
 
 def test_import_by_name_goes_to_the_cache_and_refuses_to_overwrite(env, release, tmp_path):
-    res = runner.invoke(app, ["import", str(release), "-o", "spk2imgnet-lite"])
+    # a name the repository does not ship (its weights/ would come before the cache)
+    res = runner.invoke(app, ["import", str(release), "-o", "my-net"])
     assert res.exit_code == 0, res.output
-    target = tmp_path / "cache" / "spkrecon" / "weights" / "spk2imgnet-lite.pt"
+    target = tmp_path / "cache" / "spkrecon" / "weights" / "my-net.pt"
     assert target.is_file()
-    res = runner.invoke(app, ["import", str(release), "-o", "spk2imgnet-lite"])
+    res = runner.invoke(app, ["import", str(release), "-o", "my-net"])
     assert res.exit_code == 3 and "already exists" in res.output
-    res = runner.invoke(app, ["import", str(release), "-o", "spk2imgnet-lite", "--force"])
+    res = runner.invoke(app, ["import", str(release), "-o", "my-net", "--force"])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["info", "spk2imgnet-lite", "--json"])
+    res = runner.invoke(app, ["info", "my-net", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["path"] == str(target)
 
 
