@@ -104,6 +104,8 @@ class Spk2ImgNetConfig:
         if self.block_step < 1 or self.num_temporal_blocks < 1 or \
                 self.num_temporal_blocks % 2 == 0:
             raise ValueError("block_step >= 1 and an odd num_temporal_blocks are required")
+        if self.pda and self.flow_align:
+            raise ValueError("flow_align is for networks without PDA (PDA aligns already)")
         if self.pda and self.features % self.deform_groups:
             raise ValueError(f"features ({self.features}) must be a multiple of "
                              f"deform_groups ({self.deform_groups})")
@@ -515,7 +517,7 @@ class Spk2ImgNet(nn.Module):
                 setattr(self, f"mask{k}", FusionMask(f))
         self.flow_heads = nn.ModuleList(
             [FlowHead(f, 2 if cfg.motion_input else 0) for _ in self.neighbours]
-        ) if cfg.flow_align and not cfg.pda else None
+        ) if cfg.flow_align else None
         self.rec_conv0 = _conv(cfg.num_temporal_blocks * f + (2 if cfg.motion_input else 0),
                                3 * f)
         self.rec_conv1 = _conv(3 * f, f)
@@ -559,11 +561,12 @@ class Spk2ImgNet(nn.Module):
             if cfg.motion_input else None
         if self.flow_heads is not None:
             offsets = cfg.block_offsets()
-            moved = []
-            for head, k, a in zip(self.flow_heads, self.neighbours, aligned, strict=True):
-                inputs = [key.l1, a] + ([(v * offsets[k]).to(a.dtype)] if v is not None else [])
-                moved.append(warp(a, head(torch.cat(inputs, 1))))
-            aligned = moved
+            flows = [head(torch.cat([key.l1, a] + ([(v * offsets[k]).to(a.dtype)]
+                                                    if v is not None else []), 1))
+                     for head, k, a in zip(self.flow_heads, self.neighbours, aligned,
+                                           strict=True)]
+            # one warp for all neighbours (one grid, one grid_sample)
+            aligned = list(warp(torch.cat(aligned), torch.cat(flows)).split(b, 0))
         if cfg.re:
             aligned = [a * getattr(self, f"mask{k}")(a, key.l1)
                        for k, a in zip(self.neighbours, aligned, strict=True)]

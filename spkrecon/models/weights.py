@@ -43,14 +43,8 @@ ARCH = "spk2imgnet"
 ENV_VAR = "SPKRECON_WEIGHTS"
 DEFAULT_NAME = "spk2imgnet"
 LITE_NAME = "spk2imgnet-lite"
-#: spkrecon's additions to the authors' architecture (boolean config fields).
+#: spkrecon's additions to the authors' architecture (config fields; off when 0/False).
 ADDITIONS = ("raw_skip", "motion_input", "separate_encoders", "fusion_blocks", "flow_align")
-
-
-def additions_suffix(config: dict[str, Any]) -> str:
-    """``" + raw_skip + ... + fusion_blocks 2"`` for the additions a config dict switches on."""
-    return "".join(f" + {k}" + (f" {v}" if type(v) is int else "")
-                   for k in ADDITIONS if (v := config.get(k)))
 SUFFIX = ".pt"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 GET_WEIGHTS_HINT = ("convert the authors' released checkpoint with 'spkrecon weights import "
@@ -62,6 +56,12 @@ __all__ = [
     "import_authors_checkpoint", "infer_config", "list_weights", "load_checkpoint",
     "load_model", "output_path", "resolve_weights", "save_checkpoint", "search_locations",
 ]
+
+
+def additions_suffix(config: dict[str, Any]) -> str:
+    """``" + raw_skip + ... + fusion_blocks 2"`` for the additions a config dict switches on."""
+    return "".join(f" + {k}" + (f" {v}" if type(v) is int else "")
+                   for k in ADDITIONS if (v := config.get(k)))
 
 
 # -- where weights live ---------------------------------------------------------------------

@@ -183,9 +183,12 @@ class TrainConfig:
         lo, hi = self.video_steps_per_frame
         if not 0 < lo <= hi:
             raise ParameterError(f"video steps per frame must be 0 < lo <= hi, got {lo, hi}")
+        from spkrecon.simulate.motion import RESAMPLE
+
         for r in (self.resample, self.gt_resample or self.resample):
-            if r not in ("bilinear", "bicubic"):
-                raise ParameterError(f"unknown resampling '{r}'", "use bilinear or bicubic")
+            if r not in RESAMPLE:
+                raise ParameterError(f"unknown resampling '{r}'",
+                                     f"use one of {', '.join(RESAMPLE)}")
         if not -7 <= self.gt_offset <= 7:
             raise ParameterError(f"gt_offset must be in [-7, 7] readout steps, got "
                                  f"{self.gt_offset}")

@@ -185,10 +185,10 @@ class ImageSource(_Simulated):
             y, x, side = crop_region(img, self.crop, scale, g)
             crops.append(cut(img, y, x, side, self.crop))
         light = torch.stack(crops) * self.gains(n, g)
+        # with --sharp-key the view is a pixel crop at the key truth's time
+        key = (WINDOW - 1) / 2 + (cfg.gt_offset if cfg.sharp_key else 0.0)
         scene = random_motion_scene(light, (cfg.patch, cfg.patch), WINDOW, self.motion, g,
-                                    key_step=(WINDOW - 1) / 2 + (cfg.gt_offset if cfg.sharp_key
-                                                                 else 0.0),
-                                    align_key=cfg.sharp_key)
+                                    key_step=key, align_key=cfg.sharp_key)
         return self.simulate(scene, g)
 
 

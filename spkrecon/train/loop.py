@@ -86,6 +86,7 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
     """
     from spkrecon.models.spk2imgnet import Spk2ImgNet
     from spkrecon.models.weights import (
+        ADDITIONS,
         _describe,
         _torch_load,
         check_state_dict,
@@ -105,8 +106,7 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
     else:
         ckpt = load_checkpoint(path)
         saved, sd = ckpt.model_config(), dict(ckpt.state_dict)
-    grown = ("raw_skip", "num_blocks", "motion_input", "separate_encoders", "fusion_blocks",
-             "flow_align")
+    grown = ("num_blocks", *ADDITIONS)
     grows = saved.with_(**{k: getattr(mcfg, k) for k in grown}) == mcfg
     if not (grows and all(getattr(saved, k) <= getattr(mcfg, k) for k in grown)):
         raise WeightsError(f"--init weights {path} are a different architecture "
@@ -119,17 +119,17 @@ def initial_weights(spec: str, mcfg: Any, fresh: dict[str, torch.Tensor] | None 
         _add_zero_inputs(sd, "extractor.conv.weight", mcfg.block_length)
     if mcfg.motion_input and not saved.motion_input:
         _add_zero_inputs(sd, "rec_conv0.weight", 2)
-    for prefix, have, want in (("extractor.net", saved.num_blocks, mcfg.num_blocks),
-                                ("fusion_net", saved.fusion_blocks, mcfg.fusion_blocks)):
-        if have < want:
-            base = fresh if fresh is not None else Spk2ImgNet(mcfg).state_dict()
-            for i in range(have, want):
-                for k, v in base.items():
-                    if k.startswith(f"{prefix}.{i}."):
-                        sd[k] = torch.zeros_like(v) if ".conv3." in k else v.clone()
-    if mcfg.flow_align and not saved.flow_align:  # zero flow: the unaligned network
+    # New modules come from the new model's own initialisation (``fresh``).
+    new = [f"{prefix}.{i}." for prefix, have, want in (
+        ("extractor.net", saved.num_blocks, mcfg.num_blocks),
+        ("fusion_net", saved.fusion_blocks, mcfg.fusion_blocks)) for i in range(have, want)]
+    if new or (mcfg.flow_align and not saved.flow_align):
         base = fresh if fresh is not None else Spk2ImgNet(mcfg).state_dict()
-        sd.update({k: v.clone() for k, v in base.items() if k.startswith("flow_heads.")})
+        for k, v in base.items():
+            if k.startswith(tuple(new)):  # identity blocks: last convolution zero
+                sd[k] = torch.zeros_like(v) if ".conv3." in k else v.clone()
+            elif k.startswith("flow_heads.") and not saved.flow_align:  # zero flow
+                sd[k] = v.clone()
     if mcfg.separate_encoders and not saved.separate_encoders:
         # every position starts from the shared extractor: the same function
         for k in [k for k in sd if k.startswith("extractor.")]:

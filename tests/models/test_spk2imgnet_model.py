@@ -270,6 +270,8 @@ def test_flow_align_starts_as_the_unaligned_network():
     out, _ = model(x)
     out.mean().backward()
     assert model.flow_heads[0].conv2.weight.grad.abs().sum() > 0  # the flow is learned
+    with pytest.raises(ValueError, match="without PDA"):
+        Spk2ImgNetConfig.preset("net_e", flow_align=True)
 
 
 def test_separate_encoders_give_each_position_its_own_extractor():
