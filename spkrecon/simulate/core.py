@@ -9,7 +9,10 @@ light beyond one spike per step saturates.
 
 The time loop runs over readout steps with all pixels of the batch at once; random numbers
 are drawn in a fixed order (phase, fixed-pattern maps, then per step) so that a seed gives the
-same spikes whatever the chunk size.
+same spikes whatever the chunk size. Every operation that decides a spike is one exactly
+rounded IEEE operation per pixel (float32 add, multiply, compare; no fused multiply-adds, no
+reductions), and normal numbers come from :func:`spkrecon.simulate.exact.normal` rather than
+``torch.randn``: the same light and seed give the same spikes on every CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from spkrecon.errors import ParameterError
+from spkrecon.simulate.exact import normal
 from spkrecon.simulate.noise import NoiseModel
 from spkrecon.simulate.scenes import FrameScene, Scene
 
@@ -60,18 +64,21 @@ class SpikeCamera:
         self.steps_done = 0
         kw = {"generator": generator, "device": self.device, "dtype": torch.float32}
         phase = torch.rand(self.shape, **kw)
+
+        def randn() -> torch.Tensor:
+            return normal(self.shape, **kw)
+
         self.threshold: torch.Tensor | float = self.theta
         self.gain: torch.Tensor | None = None
         self.dark: torch.Tensor | None = None
         nz = self.noise
         if nz is not None:
             s = nz.scale
-            gain = nz.prnu_mean + s * nz.prnu_std * torch.randn(self.shape, **kw)
+            gain = nz.prnu_mean + (s * nz.prnu_std) * randn()
             self.gain = (gain / nz.prnu_mean).clamp_(min=0.0)
-            dark = s * (nz.dark_current_mean + nz.dark_current_std * torch.randn(self.shape, **kw))
-            cap = nz.capacitance_mean + s * nz.capacitance_std * torch.randn(self.shape, **kw)
-            offset = s * (nz.threshold_offset_mean
-                          + nz.threshold_offset_std * torch.randn(self.shape, **kw))
+            dark = s * (nz.dark_current_mean + nz.dark_current_std * randn())
+            cap = nz.capacitance_mean + (s * nz.capacitance_std) * randn()
+            offset = s * (nz.threshold_offset_mean + nz.threshold_offset_std * randn())
             thr = self.theta * (cap / nz.capacitance_mean + offset)
             self.threshold = thr.clamp_(min=0.05 * self.theta)
             if nz.hot_pixel_fraction > 0:
@@ -99,15 +106,15 @@ class SpikeCamera:
         for i in range(n):
             if inc_all is None:
                 li = light[:, i]
-                li = (li + torch.randn(self.shape, **kw) * (li.clamp(min=0) / photons).sqrt()
+                li = (li + normal(self.shape, **kw) * (li.clamp(min=0) / photons).sqrt()
                       ).clamp_(min=0.0)
                 inc = li * self.alpha
             else:
                 inc = inc_all[:, i]
             if self.gain is not None:
-                inc = torch.addcmul(self.dark, inc, self.gain)
+                inc = self.dark + inc * self.gain  # not addcmul: it may fuse into one FMA
             acc.add_(inc)
-            t = thr + jitter * torch.randn(self.shape, **kw) if jitter > 0 else thr
+            t = thr + jitter * normal(self.shape, **kw) if jitter > 0 else thr
             fired = acc >= t
             if isinstance(t, float):
                 acc.sub_(fired.to(acc.dtype), alpha=t)
@@ -139,7 +146,11 @@ def _light_for_integration(scene: Scene, times: torch.Tensor, substeps: int) -> 
     sub = (times[:, None] + off[None, :]).reshape(-1)
     light = scene.light_at(sub)
     b, _, h, w = light.shape
-    return light.view(b, times.numel(), substeps, h, w).mean(dim=2)
+    light = light.view(b, times.numel(), substeps, h, w)
+    total = light[:, :, 0]
+    for k in range(1, substeps):  # a fixed order (a reduction's may depend on the CPU)
+        total = total + light[:, :, k]
+    return total / substeps
 
 
 def iter_simulation(scene: Scene, steps: int, camera: SpikeCamera, *, chunk: int = 64,

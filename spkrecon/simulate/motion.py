@@ -4,10 +4,12 @@ A :class:`MotionScene` renders, for any (fractional) readout time ``t``, a backg
 seen through a moving camera (pan, zoom, rotation) with sprites (textured blobs cut from other
 images) moving over it independently. Paths are closed-form smooth functions of time
 (:class:`Trajectory`), so every readout step is rendered from the continuous path: exact
-sub-frame motion, no interpolation between key frames. Rendering is one
-``torch.nn.functional.grid_sample`` per layer for a whole chunk of steps, batched over
-``B`` scenes, on any device. :func:`random_motion_scene` draws random paths and sprites
-from a ``torch.Generator`` (deterministic under a seed).
+sub-frame motion, no interpolation between key frames. Rendering resamples each layer for a
+whole chunk of steps, batched over ``B`` scenes, on any device, with
+:func:`spkrecon.simulate.exact.sample` (``grid_sample``'s function in exactly rounded float64
+steps); paths, affines and random shapes use :mod:`spkrecon.simulate.exact`'s functions too, so
+a seed gives the same light, to the bit, on every CPU. :func:`random_motion_scene` draws
+random paths and sprites from a ``torch.Generator`` (deterministic under a seed).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from spkrecon.errors import ParameterError
+from spkrecon.simulate import exact
 from spkrecon.simulate.scenes import Scene
 
 
@@ -65,12 +67,13 @@ class Trajectory:
         """Values ``(*lead, n, D)`` at times ``t (n,)``."""
         t = t.to(self.device, torch.float64) - self.origin
         tt = t.view(*([1] * (self.p0.ndim - 1)), -1, 1)  # (*1, n, 1)
-        q = self.p0.unsqueeze(-2) + self.v.unsqueeze(-2) * tt + 0.5 * self.a.unsqueeze(-2) * tt**2
+        q = (self.p0.unsqueeze(-2) + self.v.unsqueeze(-2) * tt) \
+            + (self.a.unsqueeze(-2) * 0.5) * (tt * tt)
         w = self.omega.unsqueeze(-3)  # (*lead, 1, D, K)
         ph = self.phase.unsqueeze(-3)
         tk = tt.unsqueeze(-1)  # (*1, n, 1, 1)
-        wob = (self.amp.unsqueeze(-3) / w) * (torch.cos(ph) - torch.cos(w * tk + ph))
-        return q + wob.sum(-1)
+        wob = (self.amp.unsqueeze(-3) / w) * (exact.cos(ph) - exact.cos(w * tk + ph))
+        return q + _sum_last(wob)
 
     def velocity(self, t: torch.Tensor) -> torch.Tensor:
         """Derivatives ``(*lead, n, D)`` at times ``t (n,)``."""
@@ -78,8 +81,8 @@ class Trajectory:
         tt = t.view(*([1] * (self.p0.ndim - 1)), -1, 1)
         dq = self.v.unsqueeze(-2) + self.a.unsqueeze(-2) * tt
         w = self.omega.unsqueeze(-3)
-        wob = self.amp.unsqueeze(-3) * torch.sin(w * tt.unsqueeze(-1) + self.phase.unsqueeze(-3))
-        return dq + wob.sum(-1)
+        wob = self.amp.unsqueeze(-3) * exact.sin(w * tt.unsqueeze(-1) + self.phase.unsqueeze(-3))
+        return dq + _sum_last(wob)
 
     def scaled(self, factor: torch.Tensor) -> Trajectory:
         """Deviations from ``p0`` multiplied by ``factor`` (broadcast over ``lead``)."""
@@ -88,6 +91,15 @@ class Trajectory:
         fk = fv.unsqueeze(-1)
         return Trajectory(self.p0.clone(), self.v * fv, self.a * fv, self.amp * fk,
                           self.omega, self.phase, self.origin)
+
+
+def _sum_last(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dimension in a fixed order (a reduction's order may depend on the
+    CPU's vector width)."""
+    out = x[..., 0]
+    for k in range(1, x.shape[-1]):
+        out = out + x[..., k]
+    return out
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -212,10 +224,8 @@ class MotionScene(Scene):
         self.batch = bg.shape[0]
         self.height, self.width = (int(s) for s in self.size)
         self.device = bg.device
-        ys = torch.arange(self.height, device=self.device, dtype=torch.float32)
-        xs = torch.arange(self.width, device=self.device, dtype=torch.float32)
-        oy, ox = torch.meshgrid(ys, xs, indexing="ij")
-        self._pix = torch.stack([ox, oy, torch.ones_like(ox)], -1)  # (h, w, 3)
+        self._ys = torch.arange(self.height, device=self.device, dtype=torch.float64)
+        self._xs = torch.arange(self.width, device=self.device, dtype=torch.float64)
 
     def to(self, device: str | torch.device) -> MotionScene:
         """The same scene rendered on ``device``."""
@@ -223,40 +233,29 @@ class MotionScene(Scene):
                            self.sprites.to(device) if self.sprites is not None else None,
                            self.num_steps, self.padding, dict(self.info), self.resample)
 
-    def _grid(self, m: torch.Tensor, src_h: int, src_w: int,
-              window: tuple[slice, slice] | None = None) -> torch.Tensor:
-        """Normalised grid ``(B, n*h, w, 2)`` from pixel affines ``m (B, n, 2, 3)``, over the
-        whole view or the ``window`` (rows, columns) of it."""
-        pix = self._pix if window is None else self._pix[window]
-        hh, ww = pix.shape[:2]
-        # Fold the normalisation into the affine, then one (h*w, 3) x (3, 2) product per step
-        # writes the interleaved (x, y) grid directly.
-        m = m.float()
-        m = torch.stack([m[:, :, 0] * (2 / src_w), m[:, :, 1] * (2 / src_h)], 2)
-        m[:, :, 0, 2] += 1 / src_w - 1
-        m[:, :, 1, 2] += 1 / src_h - 1
-        g = torch.matmul(pix.reshape(hh * ww, 3), m.transpose(-1, -2))  # (B, n, h*w, 2)
-        b, n = g.shape[:2]
-        return g.view(b, n * hh, ww, 2)
+    def _sample(self, image: torch.Tensor, m: torch.Tensor, padding: str,
+                window: tuple[slice, slice] | None = None) -> torch.Tensor:
+        """``image (B, C, Hs, Ws)`` seen through pixel affines ``m (B, n, 2, 3)`` over the
+        whole view or the ``window`` (rows, columns) of it: ``(B, C, n, h, w)`` float32."""
+        xs, ys = (self._xs, self._ys) if window is None else (self._xs[window[1]],
+                                                               self._ys[window[0]])
+        x, y = exact.affine_coords(m, xs, ys)
+        return exact.sample(image, x, y, self.resample, padding, torch.float32)
 
     def camera_affine(self, times: torch.Tensor) -> torch.Tensor:
         """Pixel affines ``(B, n, 2, 3)``: output pixel (x, y, 1) -> background pixel."""
         q = self.camera.at(times)  # (B, n, 4)
         cx, cy, lz, ang = q.unbind(-1)
-        inv = torch.exp(-lz)
-        c, s = torch.cos(ang) * inv, torch.sin(ang) * inv
+        inv = exact.exp(-lz)
+        c, s = exact.cos(ang) * inv, exact.sin(ang) * inv
         ox, oy = (self.width - 1) / 2, (self.height - 1) / 2
-        return torch.stack([torch.stack([c, -s, cx - c * ox + s * oy], -1),
-                            torch.stack([s, c, cy - s * ox - c * oy], -1)], -2)
+        return torch.stack([torch.stack([c, -s, (cx - c * ox) + s * oy], -1),
+                            torch.stack([s, c, (cy - s * ox) - c * oy], -1)], -2)
 
     def light_at(self, times: torch.Tensor) -> torch.Tensor:
-        n = times.numel()
         b, h, w = self.batch, self.height, self.width
-        bh, bw = self.background.shape[-2:]
-        grid = self._grid(self.camera_affine(times), bh, bw)
-        out = F.grid_sample(self.background[:, None], grid, mode=self.resample,
-                            padding_mode=self.padding, align_corners=False)[:, 0]
-        out = out.view(b, n, h, w)
+        out = self._sample(self.background[:, None], self.camera_affine(times),
+                           self.padding)[:, 0]  # (B, n, h, w)
         if self.sprites is not None and self.sprites.count:
             q = self.sprites.path.at(times)  # (B, K, n, 4)
             size = self.sprites.layers.shape[-1]
@@ -267,23 +266,20 @@ class MotionScene(Scene):
                     continue
                 px, py, lz, ang = q[:, k].unbind(-1)
                 # Only the window the sprite can touch during these steps is sampled.
-                reach = (size / 2) * math.sqrt(2) * float(torch.exp(lz).max()) + 2
+                reach = (size / 2) * math.sqrt(2) * float(exact.exp(lz).max()) + 2
                 x0, x1 = max(0, math.floor(float(px.min()) - reach)), \
                     min(w, math.ceil(float(px.max()) + reach))
                 y0, y1 = max(0, math.floor(float(py.min()) - reach)), \
                     min(h, math.ceil(float(py.max()) + reach))
                 if x1 <= x0 or y1 <= y0:
                     continue
-                inv = torch.exp(-lz)
-                c, s = torch.cos(ang) * inv, torch.sin(ang) * inv
+                inv = exact.exp(-lz)
+                c, s = exact.cos(ang) * inv, exact.sin(ang) * inv
                 # local = R(-ang) (o - p) / scale + centre
                 m = torch.stack([torch.stack([c, s, -(c * px + s * py) + centre], -1),
                                  torch.stack([-s, c, (s * px - c * py) + centre], -1)], -2)
                 win = (slice(y0, y1), slice(x0, x1))
-                layer = F.grid_sample(self.sprites.layers[:, k], self._grid(m, size, size, win),
-                                      mode=self.resample, padding_mode="zeros",
-                                      align_corners=False)
-                layer = layer.view(b, 2, n, y1 - y0, x1 - x0)
+                layer = self._sample(self.sprites.layers[:, k], m, "zeros", win)
                 if self.resample != "bilinear":  # cubic taps overshoot: keep the mask in [0, 1]
                     layer[:, 1].clamp_(0.0, 1.0)
                 region = out[:, :, y0:y1, x0:x1]
@@ -309,7 +305,7 @@ def sample_speeds(shape: tuple[int, ...], max_speed: float, config: MotionConfig
     if max_speed <= 0:
         return torch.zeros(shape, dtype=torch.float64, device=device)
     logs = _u(shape, g, device, math.log(lo), math.log(max_speed))
-    return torch.where(still, torch.zeros_like(logs), torch.exp(logs))
+    return torch.where(still, torch.zeros_like(logs), exact.exp(logs))
 
 
 def _random_path(lead: tuple[int, ...], steps: int, rates: torch.Tensor, planar: torch.Tensor,
@@ -323,7 +319,7 @@ def _random_path(lead: tuple[int, ...], steps: int, rates: torch.Tensor, planar:
     wob = config.wobble
     ang = _u(lead, g, device, 0, 2 * math.pi)
     sign = torch.where(_u((*lead, 2), g, device) < 0.5, -1.0, 1.0).to(torch.float64)
-    v = torch.stack([planar * torch.cos(ang), planar * torch.sin(ang),
+    v = torch.stack([planar * exact.cos(ang), planar * exact.sin(ang),
                      rates[..., 2] * sign[..., 0], rates[..., 3] * sign[..., 1]], -1) * (1 - wob)
     span = torch.stack([planar, planar, rates[..., 2], rates[..., 3]], -1)
     amp = span[..., None] * (wob / k) * _u((*lead, 4, k), g, device, -1.0, 1.0)
@@ -334,21 +330,29 @@ def _random_path(lead: tuple[int, ...], steps: int, rates: torch.Tensor, planar:
     return Trajectory(p0, v, torch.zeros_like(v), amp, omega, phase, origin)
 
 
+def _even_times(steps: int, count: int) -> torch.Tensor:
+    """``count`` times evenly spread over ``[0, steps - 1]`` (``torch.linspace``'s job, in
+    exactly rounded steps)."""
+    if count < 2:
+        return torch.zeros(max(count, 0), dtype=torch.float64)
+    return torch.arange(count, dtype=torch.float64) * (max(steps - 1, 0) / (count - 1))
+
+
 def _fit_camera(path: Trajectory, steps: int, size: tuple[int, int], bg_size: tuple[int, int],
                 g: torch.Generator | None) -> Trajectory:
     """Shrink each camera path until the view stays inside the background, then place it."""
     h, w = size
     bh, bw = bg_size
     n = min(steps, 2000)
-    times = torch.linspace(0, max(steps - 1, 0), n + 1, dtype=torch.float64)
+    times = _even_times(steps, n + 1)
     q = path.at(times)  # (B, n+1, 4) deviations, p0 = 0
     slack = 1.5  # pixels kept free at the border for bilinear taps and sampling between times
 
     def bounds(f: torch.Tensor) -> tuple[torch.Tensor, ...]:
         qf = q * f[:, None, None]
         lz, ang = qf[..., 2], qf[..., 3]
-        inv = torch.exp(-lz)
-        ca, sa = torch.cos(ang).abs(), torch.sin(ang).abs()
+        inv = exact.exp(-lz)
+        ca, sa = exact.cos(ang).abs(), exact.sin(ang).abs()
         hx = (ca * (w / 2) + sa * (h / 2)) * inv + slack
         hy = (sa * (w / 2) + ca * (h / 2)) * inv + slack
         lo_x = (hx - 0.5 - qf[..., 0]).amax(1)
@@ -389,20 +393,20 @@ def _sprite_masks(b: int, k: int, size: int, diam: torch.Tensor, g: torch.Genera
     c = (size - 1) / 2
     r = torch.arange(size, device=device, dtype=torch.float64) - c
     yy, xx = torch.meshgrid(r, r, indexing="ij")
-    rho = torch.sqrt(xx**2 + yy**2)
-    phi = torch.atan2(yy, xx)
+    rho = torch.sqrt(xx * xx + yy * yy)
+    phi = exact.atan2(yy, xx)
     expo = _u((b, k, 1, 1), g, device, 2.0, 6.0)
     aspect = _u((b, k, 1, 1), g, device, 0.45, 1.0)
     tilt = _u((b, k, 1, 1), g, device, 0, math.pi)
     p = phi - tilt
     ax, ay = torch.ones_like(aspect), aspect
-    se = (torch.cos(p).abs() / ax) ** expo + (torch.sin(p).abs() / ay) ** expo
-    radius = se ** (-1.0 / expo)
+    se = exact.pow(exact.cos(p).abs() / ax, expo) + exact.pow(exact.sin(p).abs() / ay, expo)
+    radius = exact.pow(se, -1.0 / expo)
     wav = torch.zeros_like(radius)
     for harm in (2, 3, 5):
         a = _u((b, k, 1, 1), g, device, -0.08, 0.08)
         ph = _u((b, k, 1, 1), g, device, 0, 2 * math.pi)
-        wav = wav + a * torch.cos(harm * p + ph)
+        wav = wav + a * exact.cos(harm * p + ph)
     edge = (diam[..., None, None] / 2) * radius * (1 + wav)
     return (edge - rho + 0.5).clamp(0.0, 1.0).float()
 
@@ -421,11 +425,10 @@ def _crop_textures(sources: torch.Tensor, b: int, k: int, size: int,
     x = cx[..., None, None] + scale[..., None, None] * r[None, None, None, :]
     y = cy[..., None, None] + scale[..., None, None] * r[None, None, :, None]
     x, y = torch.broadcast_tensors(x, y)
-    grid = torch.stack([(2 * x + 1) / sw - 1, (2 * y + 1) / sh - 1], -1).float()
-    src = sources[pick.flatten()][:, None].float()  # (B*K, 1, H, W)
-    out = F.grid_sample(src, grid.view(b * k, size, size, 2), mode="bilinear",
-                        padding_mode="reflection", align_corners=False)
-    return out.view(b, k, size, size)
+    src = sources[pick.flatten()][:, None]  # (B*K, 1, H, W)
+    out = exact.sample(src, x.reshape(b * k, size, size), y.reshape(b * k, size, size),
+                       "bilinear", "reflection")
+    return out.view(b, k, size, size).float()
 
 
 def random_sprites(batch: int, size: tuple[int, int], steps: int, config: MotionConfig,
@@ -470,10 +473,7 @@ def prepare_background(image: torch.Tensor, size: tuple[int, int], margin: float
     th, tw = size[0] * (1 + margin), size[1] * (1 + margin)
     scale = max(th / h, tw / w)
     nh, nw = max(size[0] + 4, round(h * scale)), max(size[1] + 4, round(w * scale))
-    lead = image.shape[:-2]
-    x = image.reshape(-1, 1, h, w).float()
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    return x.reshape(*lead, nh, nw).clamp(0.0, 1.0)
+    return exact.resize(image, nh, nw).float().clamp(0.0, 1.0)
 
 
 def random_motion_scene(backgrounds: torch.Tensor, size: tuple[int, int], steps: int,
@@ -521,7 +521,7 @@ def random_motion_scene(backgrounds: torch.Tensor, size: tuple[int, int], steps:
     if sources is None:
         sources = bg.roll(1, dims=0) if b > 1 else bg.flip(-1)
     sprites = random_sprites(b, size, steps, cfg, sources.to(device), generator, key_step)
-    peak = camera.velocity(torch.linspace(0, max(steps - 1, 0), min(steps, 512),
-                                          dtype=torch.float64))[..., :2].norm(dim=-1).amax(-1)
+    vel = camera.velocity(_even_times(steps, min(steps, 512)))
+    peak = torch.sqrt(vel[..., 0] * vel[..., 0] + vel[..., 1] * vel[..., 1]).amax(-1)
     info = {"camera_peak_speed": [round(float(v), 4) for v in peak.cpu()]}
     return MotionScene(bg, size, camera, sprites, steps, info=info, resample=cfg.resample)

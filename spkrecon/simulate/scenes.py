@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from spkrecon.errors import InputError, ParameterError
 
@@ -141,13 +140,13 @@ def resize_cover(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
     h, w = img.shape[-2:]
     scale = max(height / h, width / w)
     nh, nw = max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6))
-    lead = img.shape[:-2]
-    x = img.reshape(-1, 1, h, w).float()
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    from spkrecon.simulate.exact import resize
+
+    x = img.float()
+    if (nh, nw) != (h, w):  # antialiased bilinear, in exactly rounded steps (any CPU, same bits)
+        x = resize(x, nh, nw).float()
     top, left = (nh - height) // 2, (nw - width) // 2
-    x = x[..., top:top + height, left:left + width]
-    return x.reshape(*lead, height, width).clamp(0.0, 1.0)
+    return x[..., top:top + height, left:left + width].clamp(0.0, 1.0)
 
 
 # -- scenes ------------------------------------------------------------------------------

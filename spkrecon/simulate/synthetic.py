@@ -3,7 +3,9 @@
 :func:`street_scene` draws a textured street (sky, buildings with windows, a sign with text,
 trees, a fence, a road); :func:`sample_scene` puts a car and a bouncing ball on it under a
 slowly panning, zooming camera: the scene of the bundled sample recording. Everything is
-drawn in torch from a seeded generator, so a seed gives the same pixels on any CPU.
+drawn in torch from a seeded generator with exactly rounded operations
+(:mod:`spkrecon.simulate.exact` in place of torch's resampling, pooling and trigonometry), so
+a seed gives the same pixels on every CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from spkrecon.simulate import exact
 from spkrecon.simulate.motion import MotionScene, Sprites, Trajectory
 
 # A 5x7 bitmap font: 7 rows of 5 columns per glyph, '#' is ink.
@@ -79,8 +82,8 @@ def fractal_noise(height: int, width: int, g: torch.Generator, octaves: int = 5,
         gh = max(2, round(base * 2**o * height / max(height, width)) + 1)
         gw = max(2, round(base * 2**o * width / max(height, width)) + 1)
         grid = torch.rand((1, 1, gh, gw), generator=g)
-        acc += amp * F.interpolate(grid, size=(height, width), mode="bicubic",
-                                   align_corners=True)[0, 0]
+        up = exact.resize(grid[0, 0], height, width, align_corners=True, mode="bicubic")
+        acc += (amp * up).float()
         amp *= persistence
     acc -= acc.min()
     return acc / acc.max().clamp(min=1e-6)
@@ -110,7 +113,7 @@ def _disc(size: int, radius: float, cx: float | None = None, cy: float | None = 
     cy = c if cy is None else cy
     r = torch.arange(size, dtype=torch.float32)
     yy, xx = torch.meshgrid(r, r, indexing="ij")
-    rho = torch.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+    rho = torch.sqrt((xx - cx) * (xx - cx) + (yy - cy) * (yy - cy))
     return (radius - rho + 0.5).clamp(0.0, 1.0)
 
 
@@ -120,7 +123,7 @@ def street_scene(height: int = 290, width: int = 470, seed: int = 0) -> torch.Te
     h, w = height, width
     img = torch.zeros(h, w)
     sky_end = int(0.32 * h)
-    ys = torch.linspace(0, 1, h)[:, None]
+    ys = (torch.arange(h, dtype=torch.float32) / (h - 1))[:, None]
     clouds = fractal_noise(h, w, g, octaves=4, base=2)
     img[:] = (0.78 - 0.18 * ys + 0.12 * (clouds - 0.5)).expand(h, w)
     ground = int(0.74 * h)
@@ -159,7 +162,7 @@ def street_scene(height: int = 290, width: int = 470, seed: int = 0) -> torch.Te
         cx = int(torch.randint(0, w, (1,), generator=g))
         leaves = 0.12 + 0.3 * fractal_noise(size, size, g, octaves=5, base=4)
         blob = _disc(size, size / 2 - 2) * (fractal_noise(size, size, g, 3, 2) > 0.3).float()
-        blob = F.avg_pool2d(blob[None, None], 3, 1, 1)[0, 0]
+        blob = exact.box3(blob).float()
         _paste(img, leaves, ground - size - 10, cx - size // 2, blob)
         trunk = torch.full((22, 6), 0.1)
         _paste(img, trunk, ground - 20, cx - 3)
@@ -220,7 +223,7 @@ def car_sprite(seed: int = 0, length: int = 150) -> tuple[torch.Tensor, torch.Te
         top, left = body_top + body_h - r - 1, wx - r - 1
         _paste(light, tone, top, left, wheel)
         _paste(cover, torch.ones_like(wheel), top, left, wheel)
-    cover = F.avg_pool2d(cover[None, None], 3, 1, 1)[0, 0].clamp(0, 1)
+    cover = exact.box3(cover).float().clamp(0, 1)
     return light.clamp(0.0, 1.0), cover
 
 
@@ -230,8 +233,8 @@ def ball_sprite(radius: int = 18) -> tuple[torch.Tensor, torch.Tensor]:
     c = (s - 1) / 2
     r = torch.arange(s, dtype=torch.float32) - c
     yy, xx = torch.meshgrid(r, r, indexing="ij")
-    ang = torch.atan2(yy, xx)
-    rho = torch.sqrt(xx**2 + yy**2)
+    ang = exact.atan2(yy, xx).float()
+    rho = torch.sqrt(xx * xx + yy * yy)
     sector = (torch.floor(ang / (math.pi / 4)) % 2 == 0) ^ (rho < radius * 0.55)
     light = torch.where(sector, torch.tensor(0.9), torch.tensor(0.12))
     shade = 1 - 0.25 * ((xx + yy) / (2 * radius)).clamp(-1, 1)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from spkrecon.errors import ParameterError
 from spkrecon.simulate.core import SimResult, simulate_batch
+from spkrecon.simulate.exact import resize
 from spkrecon.simulate.motion import MotionConfig, random_motion_scene
 from spkrecon.simulate.noise import NoiseModel
 
@@ -45,9 +45,8 @@ def random_crops(images: Sequence[torch.Tensor] | torch.Tensor, count: int,
         ih, iw = img.shape
         if ih < h or iw < w:
             s = max(h / ih, w / iw)
-            img = F.interpolate(img[None, None].float(), size=(max(h, round(ih * s + 0.5)),
-                                max(w, round(iw * s + 0.5))), mode="bilinear",
-                                antialias=False, align_corners=False)[0, 0]
+            img = resize(img.float(), max(h, round(ih * s + 0.5)),
+                         max(w, round(iw * s + 0.5))).float()
             ih, iw = img.shape
         y, x = int(py * (ih - h + 1)), int(px * (iw - w + 1))
         out.append(img[y:y + h, x:x + w].float())

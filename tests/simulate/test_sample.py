@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import torch
 
 from spkrecon.io import open_recording, sample_path
@@ -11,6 +16,8 @@ from spkrecon.methods.tfp import TFP
 from spkrecon.simulate import SpikeCamera, make_generator
 from spkrecon.simulate.runner import derive_seeds
 from spkrecon.simulate.synthetic import sample_scene, text_mask
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
 def test_bundled_sample_and_its_ground_truth() -> None:
@@ -30,14 +37,37 @@ def test_bundled_sample_and_its_ground_truth() -> None:
     assert 10 * np.log10(1 / whole) > 18  # the car and the ball blur over 41 steps
 
 
+#: SHA-256 of the bundled ``spkrecon/data/sample.dat``, as ``tools/make_sample.py`` writes it
+#: on every CPU (change it only together with the simulator and the regenerated files).
+SAMPLE_SHA256 = "4cecf9023635423f07da04f83ae493391d4e793e21fa70dad37faa55f2f2b557"
+
+
 def test_sample_is_regenerated_by_the_simulator() -> None:
-    """The first steps of the bundled recording come out of ``tools/make_sample.py``'s recipe
-    (allowing for float rounding differences between platforms)."""
+    """The first steps of the bundled recording are ``tools/make_sample.py``'s recipe, bit
+    for bit (the whole file: the slow test below)."""
     scene = sample_scene(0, (250, 400), 240)
     cam = SpikeCamera(1, 250, 400, generator=make_generator(derive_seeds(0)[1]))
     spikes = cam.integrate(scene.light_at(torch.arange(16, dtype=torch.float64)))[0].numpy()
     bundled = open_recording("sample").read(0, 16).astype(bool)
-    assert np.mean(spikes == bundled) > 0.999
+    assert np.array_equal(spikes, bundled)
+
+
+def test_bundled_sample_hash() -> None:
+    assert hashlib.sha256(sample_path().read_bytes()).hexdigest() == SAMPLE_SHA256
+
+
+@pytest.mark.slow
+def test_make_sample_reproduces_the_bundled_files_exactly(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("make_sample", TOOLS / "make_sample.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    old = torch.get_num_threads()
+    try:
+        dat, _ = tool.build(tmp_path)
+    finally:
+        torch.set_num_threads(old)
+    assert hashlib.sha256(dat.read_bytes()).hexdigest() == SAMPLE_SHA256
+    assert tool.same_sample(sample_path().parent, tmp_path)
 
 
 def test_bitmap_font() -> None:
