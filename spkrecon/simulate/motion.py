@@ -253,7 +253,7 @@ class MotionScene(Scene):
                             torch.stack([s, c, (cy - s * ox) - c * oy], -1)], -2)
 
     def light_at(self, times: torch.Tensor) -> torch.Tensor:
-        b, h, w = self.batch, self.height, self.width
+        h, w = self.height, self.width
         out = self._sample(self.background[:, None], self.camera_affine(times),
                            self.padding)[:, 0]  # (B, n, h, w)
         if self.sprites is not None and self.sprites.count:
