@@ -268,6 +268,7 @@ _EXTERNAL: list[tuple[str, str, str]] = [
     ("group", "dataset", "spkrecon.cli.simulate:dataset_app"),
     ("group", "weights", "spkrecon.cli.weights:app"),
     ("command", "train", "spkrecon.cli.train:train"),
+    ("group", "batch", "spkrecon.cli.batch:app"),
 ]
 
 
