@@ -56,3 +56,21 @@ class DeviceError(SpkreconError):
     """A requested device or precision is not available."""
 
     exit_code = 5
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (partial outputs are removed), and the
+    CLI exits ``128 + signum`` (143 for SIGTERM, 129 for SIGHUP)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        import signal
+
+        return f"terminated by {signal.Signals(self.signum).name}"

@@ -351,38 +351,16 @@ def parse_value(text: str) -> Any:
 
 
 def parse_params(items: Iterable[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["tfp.window=21", "alpha=0.5"]`` -> per-method keyword dicts.
+    """``["tfp.window=21", "alpha=0.5"]`` -> per-method keyword dicts, values converted to
+    the types the methods declare.
 
     ``method.key=value`` applies to that method (which must be one of ``methods``);
     ``key=value`` applies to every method in ``methods`` that takes ``key`` (and must fit one).
     """
-    from spkrecon.methods import get_class
+    from spkrecon.methods.params import convert_params, split_params
 
-    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
-    for item in items:
-        if "=" not in item:
-            raise ParameterError(f"--param '{item}' is not KEY=VALUE or METHOD.KEY=VALUE")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if "." in key:
-            method, name = key.split(".", 1)
-            method, name = method.lower(), name.replace("-", "_")
-            if method not in out:
-                raise ParameterError(f"--param '{item}' names method '{method}', which is not "
-                                     f"being run ({', '.join(methods)})")
-            if name not in get_class(method).parameter_names():
-                raise ParameterError(
-                    f"method '{method}' has no parameter '{name}'",
-                    f"it takes {', '.join(get_class(method).parameter_names()) or 'none'}")
-            out[method][name] = parse_value(value)
-        else:
-            key = key.replace("-", "_")
-            takers = [m for m in methods if key in get_class(m).parameter_names()]
-            if not takers:
-                raise ParameterError(f"no method being run takes parameter '{key}'")
-            for m in takers:
-                out[m][key] = parse_value(value)
-    return out
+    split = split_params(items, methods)
+    return {m: convert_params(m, p) for m, p in split.items()}
 
 
 def build_method(name: str, params: dict[str, Any] | None = None,

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import math
+
 import numpy as np
 
+from spkrecon.errors import ParameterError
 from spkrecon.io.source import SpikeSource
 
 
@@ -15,8 +18,14 @@ def recording_stats(source: SpikeSource, readout_hz: float = 40000.0, chunk: int
                     ) -> dict[str, Any]:
     """Resolution, frames, duration and firing-rate statistics (rates in spikes per frame).
 
-    ``wrap`` may wrap the chunk iterator (e.g. in a progress bar).
+    ``wrap`` may wrap the chunk iterator (e.g. in a progress bar). A ``.dat`` recording
+    whose size also fits other common resolutions lists them all under
+    ``fitting_resolutions`` (``[height, width, frames]``, the one read first).
     """
+    if not (isinstance(readout_hz, (int, float)) and math.isfinite(readout_hz)
+            and readout_hz > 0):
+        raise ParameterError(f"the readout rate must be a positive number of Hz, got "
+                             f"{readout_hz:g}", "e.g. --rate 40000 (20000 for older sensors)")
     counts = np.zeros((source.height, source.width), np.int64)
     frame_means: list[np.ndarray] = []
     chunks: Iterable[tuple[int, np.ndarray]] = source.iter_chunks(chunk=chunk)
@@ -27,7 +36,8 @@ def recording_stats(source: SpikeSource, readout_hz: float = 40000.0, chunk: int
     rates = counts / max(n, 1)
     per_frame = np.concatenate(frame_means) if frame_means else np.zeros(1)
     p1, med, p99 = np.percentile(rates, [1, 50, 99])
-    return {
+    fits = getattr(source, "fitting_resolutions", None)
+    out = {
         "height": source.height,
         "width": source.width,
         "frames": n,
@@ -44,3 +54,6 @@ def recording_stats(source: SpikeSource, readout_hz: float = 40000.0, chunk: int
         "silent_pixels": int((counts == 0).sum()),
         "saturated_pixels": int((counts == n).sum()),
     }
+    if fits is not None:
+        out["fitting_resolutions"] = [list(f) for f in fits()]
+    return out

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -20,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from spkrecon.errors import SpkreconError
+from spkrecon.errors import SpkreconError, Terminated
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
@@ -30,10 +33,41 @@ STATE = {"debug": bool(os.environ.get("SPKRECON_DEBUG"))}
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``error: message`` on stderr; return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False,
+    """Print ``error: message`` on stderr (one line, whatever the message holds); return the
+    Exit to raise."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()] or ["failed"]
+    err_console.print(f"[bold red]error:[/] {lines[0]}", markup=True, highlight=False,
                       soft_wrap=True)
     return typer.Exit(code)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> typer.Exit:
+    if isinstance(exc, Terminated):
+        return fail(f"{exc}; unfinished output was removed", exc.exit_code)
+    return fail("interrupted; unfinished output was removed", 130)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP unwind like Ctrl-C (partial outputs are removed on the way) and
+    exit 143 / 129. A second signal during that clean-up is ignored."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+_PARTIAL = re.compile(r"\.(?P<stem>.+)\.partial-\d+(?P<suffix>\.[^./]*)?$")
+
+
+def _public_name(filename: Any) -> str:
+    """A file name with spkrecon's hidden ``.NAME.partial-PID`` replaced by ``NAME``."""
+    p = Path(os.fsdecode(filename))
+    m = _PARTIAL.match(p.name)
+    return str(p.with_name(m["stem"] + (m["suffix"] or ""))) if m else str(p)
 
 
 def guarded(fn: F) -> F:
@@ -49,14 +83,14 @@ def guarded(fn: F) -> F:
             if STATE["debug"]:
                 traceback.print_exc()
             raise fail(_escape(str(exc)), exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; unfinished output was removed", 130) from None
+        except KeyboardInterrupt as exc:
+            raise _interrupted(exc) from None
         except MemoryError:
             raise fail("out of memory; try a smaller --batch or frame range", 1) from None
         except OSError as exc:
             if STATE["debug"]:
                 traceback.print_exc()
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            where = f" ({_public_name(exc.filename)})" if getattr(exc, "filename", None) else ""
             raise fail(_escape(f"{exc.strerror or exc}{where}"), 1) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence
             if STATE["debug"]:
@@ -131,7 +165,9 @@ Alpha = Annotated[float, typer.Option(
     "--alpha", help="Conversion rate: spikes per readout at full intensity (0.6 in "
     "simulated data).", rich_help_panel="Method")]
 Params = Annotated[list[str] | None, typer.Option(
-    "--param", "-p", help="Method parameter KEY=VALUE (repeatable).", rich_help_panel="Method")]
+    "--param", "-p", help="Method parameter KEY=VALUE or METHOD.KEY=VALUE (repeatable; wins "
+    "over --window/--alpha...), checked against the method's parameter types.",
+    rich_help_panel="Method")]
 Weights = Annotated[str | None, typer.Option(
     "--weights", help="Network weights: a file or a name (see 'spkrecon weights list').",
     rich_help_panel="Method")]
@@ -150,16 +186,19 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or s
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["window=21", "alpha=0.5"]`` -> ``{"window": 21, "alpha": 0.5}`` (numbers, bools)."""
+    """``["window=21", "alpha=0.5"]`` -> ``{"window": "21", "alpha": "0.5"}``: plain
+    ``KEY=VALUE`` items, values as given (``spkrecon.methods.create`` converts them to the
+    declared types). Commands that run a method pass ``--param`` items to
+    ``spkrecon.methods.build``, which also takes ``METHOD.KEY=VALUE``."""
     from spkrecon.errors import ParameterError
-    from spkrecon.scoring import parse_value
+    from spkrecon.methods.params import split_item
 
     out: dict[str, Any] = {}
     for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ParameterError(f"--param {item!r} is not KEY=VALUE")
-        out[key.strip().replace("-", "_")] = parse_value(raw.strip())
+        method, key, raw = split_item(item)
+        if method is not None:
+            raise ParameterError(f"--param '{item}': give KEY=VALUE here")
+        out[key] = raw
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from spkrecon import __version__
+from spkrecon.errors import Terminated
 from spkrecon.cli._common import (
     STATE,
     Alpha,
@@ -35,8 +36,8 @@ from spkrecon.cli._common import (
     fail,
     guarded,
     info,
+    install_signal_handlers,
     out_console,
-    parse_params,
     progress,
 )
 
@@ -80,15 +81,32 @@ def _method(name: str, window: int | None, alpha: float, params: list[str] | Non
             weights: str | None, device: str | None, precision: str | None, quiet: bool):
     from spkrecon.methods import build
 
-    extra = parse_params(params)
-    for key, val in (("window", window), ("weights", weights), ("device", device),
-                     ("precision", precision)):
-        if val is not None:
-            extra[key] = val
-    method, why = build(name, alpha=alpha, **extra)
+    extra = {key: val for key, val in (("window", window), ("weights", weights),
+                                       ("device", device), ("precision", precision))
+             if val is not None}
+    method, why = build(name, params or [], alpha=alpha, **extra)
     if why and not quiet:
         info(why)
     return method
+
+
+def _size_note(src: Any, quiet: bool) -> None:
+    """Say so when a .dat's size fits other common resolutions too (a 416-wide capture
+    decodes silently as 250x400 whenever its size happens to fit)."""
+    fits = getattr(src, "fitting_resolutions", None)
+    if quiet or fits is None:
+        return
+    others = fits()[1:]
+    if others:
+        info(f"note: read as {src.height}x{src.width}; the size also fits "
+             f"{_fits_text(others)}")
+
+
+def _fits_text(fits: list[tuple[int, int, int]]) -> str:
+    text = ", ".join(f"{h}x{w} ({n} frames)" for h, w, n in fits)
+    if any(w == 416 for _, w, _ in fits):
+        text += "; a 416-wide capture needs --crop-header"
+    return text
 
 
 def _default_output(recording: str, suffix: str) -> Path:
@@ -115,6 +133,7 @@ def info_cmd(
         wrap=lambda it: progress(it, chunks, "scanning", enabled=not quiet and not as_json,
                                  unit="chunk"))
     stats["path"] = str(recording)
+    fits = stats.get("fitting_resolutions", [])
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return
@@ -136,6 +155,8 @@ def info_cmd(
         ("silent pixels", f"{stats['silent_pixels']} (never fire)"),
         ("saturated pixels", f"{stats['saturated_pixels']} (fire in every frame)"),
     ]
+    if len(fits) > 1:
+        rows.insert(2, ("size also fits", _fits_text([tuple(f) for f in fits[1:]])))
     for k, v in rows:
         table.add_row(k, v)
     out_console.print(table)
@@ -165,13 +186,14 @@ def video(
     from spkrecon.tonemap import ToneMapper
 
     src = _open(recording, height, width, crop_header, layout, flip)
-    mapper = ToneMapper(tonemap, alpha=alpha, gamma=gamma)
+    ToneMapper(tonemap, alpha=alpha, gamma=gamma)  # checks the options before slow work
     # The writer checks the output (exists, folder, name) before any slow model loading.
-    writer = VideoWriter(output or _default_output(recording, ".mp4"), fps=fps, crf=crf,
-                         force=force, preset=preset)
-    rec = _method(method, window, alpha, param, weights, device, precision, quiet)
-    indices = output_indices(src, rec, start, end, stride)
-    with writer:
+    with VideoWriter(output or _default_output(recording, ".mp4"), fps=fps, crf=crf,
+                     force=force, preset=preset) as writer:
+        _size_note(src, quiet)
+        rec = _method(method, window, alpha, param, weights, device, precision, quiet)
+        indices = output_indices(src, rec, start, end, stride)
+        mapper = ToneMapper(tonemap, alpha=rec.alpha, gamma=gamma)  # -p alpha= counts too
         frames = reconstruct(src, rec, indices, mapper)
         for _, image in progress(frames, len(indices), rec.name, enabled=not quiet):
             writer.write(image)
@@ -196,18 +218,22 @@ def frames(
 ) -> None:
     """Reconstruct frames into a folder of PNGs (8 or 16 bit) or a .npy stack."""
     from spkrecon.export import NpyStackWriter, PngFolderWriter
+    from spkrecon.export.frames import check_frames_output, frames_output_kind
     from spkrecon.pipeline import output_indices, reconstruct
     from spkrecon.tonemap import ToneMapper
 
     src = _open(recording, height, width, crop_header, layout, flip)
+    ToneMapper(tonemap, alpha=alpha, gamma=gamma)  # checks the options before slow work
+    output = check_frames_output(output, force)  # before any slow model loading
+    _size_note(src, quiet)
     rec = _method(method, window, alpha, param, weights, device, precision, quiet)
     indices = output_indices(src, rec, start, end, stride)
-    mapper = ToneMapper(tonemap, alpha=alpha, gamma=gamma)
+    mapper = ToneMapper(tonemap, alpha=rec.alpha, gamma=gamma)  # -p alpha= counts too
     meta: dict[str, Any] = {"recording": str(recording), "method": rec.name,
                             "params": rec.params(), "tonemap": tonemap, "gamma": mapper.gamma,
                             "indices": [indices.start, indices.stop, indices.step]}
     writer = (NpyStackWriter(output, len(indices), src.height, src.width, force=force)
-              if output.suffix.lower() == ".npy"
+              if frames_output_kind(output) == "npy"
               else PngFolderWriter(output, bit_depth=bit_depth, force=force, metadata=meta))
     with writer:
         for idx, image in progress(reconstruct(src, rec, indices, mapper), len(indices),
@@ -288,6 +314,7 @@ _mount()
 def main() -> None:
     """Console-script entry point: usage errors are one line too."""
     usage_error = typer.BadParameter.__mro__[1]  # typer's (vendored) click UsageError
+    install_signal_handlers()
     try:
         code = app(standalone_mode=False)
     except usage_error as exc:
@@ -297,8 +324,11 @@ def main() -> None:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         err = fail(f"{_markup_escape(exc.format_message())}{hint}", exc.exit_code)
         raise SystemExit(err.exit_code) from None
-    except (typer.Abort, KeyboardInterrupt):
-        raise SystemExit(fail("interrupted", 130).exit_code) from None
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        cause = exc if isinstance(exc, Terminated) else exc.__cause__ or exc.__context__
+        code = cause.exit_code if isinstance(cause, Terminated) else 130
+        raise SystemExit(fail(str(cause) if isinstance(cause, Terminated) else "interrupted",
+                              code).exit_code) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

@@ -4,14 +4,59 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
 from spkrecon.errors import OutputError, ParameterError
-from spkrecon.export.atomic import PendingFile, atomic_dir
+from spkrecon.export.atomic import (
+    PendingFile,
+    atomic_dir,
+    check_output,
+    foreign_entries,
+    write_error,
+)
 from spkrecon.tonemap import to_uint8, to_uint16
+
+#: What a PNG frame folder holds: ``frame_NNNNNN.png`` and the ``frames.json`` sidecar.
+_OWN_FRAME = re.compile(r"frame_\d{6,}\.png|frames\.json")
+#: Output names that are files, never a folder of frames.
+FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".mp4",
+                 ".mkv", ".mov", ".avi", ".m4v", ".npz", ".dat", ".json", ".csv", ".txt",
+                 ".md", ".pt", ".pth")
+
+
+def frame_folder_foreign(folder: Path) -> list[str]:
+    """What ``folder`` holds besides the frames and sidecar a :class:`PngFolderWriter`
+    writes (``--force`` replaces a frame folder only when this is empty)."""
+    return foreign_entries(folder, lambda rel, is_dir: not is_dir and len(rel.parts) == 1
+                           and bool(_OWN_FRAME.fullmatch(rel.name)))
+
+
+def frames_output_kind(path: str | os.PathLike) -> str:
+    """``"npy"`` (one stack) or ``"png"`` (a folder of frames) for a frames output path;
+    :class:`OutputError` for a name that is another kind of file (``x.png``, ``x.mp4``)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        return "npy"
+    if suffix in FILE_SUFFIXES and not p.is_dir():
+        stem = p.with_suffix("")
+        raise OutputError(f"{path} is a {suffix} file name, but frames are written to a folder "
+                          "of PNGs or a .npy stack",
+                          f"give a folder ({stem}/) or a .npy file ({stem}.npy)"
+                          + ("; 'spkrecon video' writes a video" if suffix in
+                             (".mp4", ".mkv", ".mov", ".avi", ".m4v") else ""))
+    return "png"
+
+
+def check_frames_output(path: str | os.PathLike, force: bool = False) -> Path:
+    """Validate a frames output (a PNG folder or a ``.npy``) before any work."""
+    if frames_output_kind(path) == "npy":
+        return check_output(path, force)
+    return check_output(path, force, kind="dir", foreign=frame_folder_foreign)
 
 
 class FrameWriter:
@@ -43,7 +88,8 @@ class PngFolderWriter(FrameWriter):
             raise ParameterError(f"PNG bit depth must be 8 or 16, got {bit_depth}")
         self.bit_depth = bit_depth
         self.metadata = metadata
-        self._ctx = atomic_dir(path, force)
+        self.path = Path(path)
+        self._ctx = atomic_dir(path, force, foreign=frame_folder_foreign)
         self.tmp = self._ctx.__enter__()
         self.count = 0
 
@@ -54,16 +100,21 @@ class PngFolderWriter(FrameWriter):
         try:
             iio.imwrite(self.tmp / f"frame_{index:06d}.png", data)
         except OSError as exc:
-            raise OutputError(f"cannot write frame {index}: {exc}") from None
+            raise write_error(self.path / f"frame_{index:06d}.png", exc) from None
         self.count += 1
 
     def close(self, exc: BaseException | None = None) -> None:
+        failure: OutputError | None = None
         if exc is None and self.count == 0:
-            exc = OutputError("no frames were written")
-            self._ctx.__exit__(type(exc), exc, None)
-            raise exc
-        if exc is None and self.metadata is not None:
-            (self.tmp / "frames.json").write_text(json.dumps(self.metadata, indent=2))
+            failure = OutputError("no frames were written")
+        elif exc is None and self.metadata is not None:
+            try:
+                (self.tmp / "frames.json").write_text(json.dumps(self.metadata, indent=2))
+            except OSError as err:
+                failure = write_error(self.path / "frames.json", err)
+        if failure is not None:
+            self._ctx.__exit__(type(failure), failure, None)
+            raise failure
         if exc is None:
             self._ctx.__exit__(None, None, None)
         else:
@@ -76,10 +127,14 @@ class NpyStackWriter(FrameWriter):
     def __init__(self, path: str | os.PathLike, count: int, height: int, width: int,
                  force: bool = False) -> None:
         if Path(path).suffix.lower() != ".npy":
-            raise ParameterError(f"{path}: a frame stack must end in .npy")
+            raise OutputError(f"{path}: a frame stack must end in .npy")
         self._pending = PendingFile(path, force)
-        self._arr = np.lib.format.open_memmap(self._pending.tmp, mode="w+", dtype=np.float32,
-                                              shape=(count, height, width))
+        try:
+            self._arr = np.lib.format.open_memmap(self._pending.tmp, mode="w+",
+                                                  dtype=np.float32, shape=(count, height, width))
+        except OSError as exc:
+            self._pending.discard()
+            raise write_error(self._pending.final, exc) from None
         self.indices: list[int] = []
 
     def write(self, index: int, image: np.ndarray) -> None:

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
 from spkrecon.errors import OutputError, ParameterError
-from spkrecon.export.atomic import PendingFile
+from spkrecon.export.atomic import PendingFile, write_error
 from spkrecon.tonemap import to_uint8
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
+
+
+def ffmpeg_reason(text: str) -> str:
+    """The one line of ffmpeg's output worth showing (its last error line), or ""."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if not ln.lower().startswith(("ffmpeg version", "built with", "configuration:", "lib",
+                                      "conversion failed")):
+            return ln[:200]
+    return lines[-1][:200] if lines else ""
 
 
 class VideoWriter:
@@ -35,13 +49,20 @@ class VideoWriter:
             raise ParameterError(f"unknown x264 preset '{preset}'",
                                  f"use one of {', '.join(self.PRESETS)}")
         self.preset = preset
-        if Path(path).suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
-            raise ParameterError(f"{path}: the video name must end in .mp4 (or .mkv/.mov)")
+        if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+            raise OutputError(f"{path}: the video name must end in .mp4 (or .mkv/.mov)",
+                              f"use {Path(path).with_suffix('.mp4')}")
         self.fps, self.crf = fps, crf
         self._pending = PendingFile(path, force)
         self._tmp: Path = self._pending.tmp
         self.path = self._pending.final
-        self._gen = None
+        try:  # fail now, not after the reconstruction, when the file cannot be created
+            self._tmp.open("wb").close()
+        except OSError as exc:
+            self._pending.discard()
+            raise write_error(self.path, exc) from None
+        self._proc: subprocess.Popen | None = None
+        self._log = None
         self._size: tuple[int, int] | None = None
         self.frames_written = 0
 
@@ -50,40 +71,71 @@ class VideoWriter:
 
         self._size = (h, w)
         self._pad = (h % 2, w % 2)
-        self._gen = imageio_ffmpeg.write_frames(
-            str(self._tmp), (w + self._pad[1], h + self._pad[0]), fps=self.fps,
-            codec="libx264", pix_fmt_in="gray", pix_fmt_out="yuv420p", macro_block_size=1,
-            quality=None, ffmpeg_log_level="error",
-            output_params=["-crf", str(self.crf), "-preset", self.preset,
-                           "-movflags", "+faststart"])
-        self._gen.send(None)
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-nostdin",
+               "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{w + self._pad[1]}x{h + self._pad[0]}",
+               "-r", f"{self.fps:g}", "-i", "-", "-an", "-vcodec", "libx264",
+               "-pix_fmt", "yuv420p", "-crf", str(self.crf), "-preset", self.preset,
+               "-movflags", "+faststart", str(self._tmp)]
+        # ffmpeg's messages go to a file (one line of them is reported on failure), and it
+        # runs in its own session: Ctrl-C reaches spkrecon, which stops it and cleans up.
+        self._log = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=self._log, start_new_session=True)
+
+    def _failure(self, what: str) -> OutputError:
+        reason = ""
+        if self._log is not None:
+            self._log.seek(0)
+            reason = ffmpeg_reason(self._log.read().decode("utf-8", "replace"))
+        return OutputError(f"ffmpeg could not {what} {self.path}" +
+                           (f": {reason}" if reason else ""),
+                           "check the output folder and its free space")
 
     def write(self, frame: np.ndarray) -> None:
         """Append one ``(H, W)`` float [0, 1] (or uint8) frame."""
         if frame.ndim != 2:
             raise ParameterError(f"video frames must be (H, W), got {frame.shape}")
-        if self._gen is None:
+        if self._proc is None:
             self._open(*frame.shape)
         elif frame.shape != self._size:
             raise ParameterError(f"frame size changed from {self._size} to {frame.shape}")
         img = frame if frame.dtype == np.uint8 else to_uint8(frame)
         if any(self._pad):
             img = np.pad(img, ((0, self._pad[0]), (0, self._pad[1])), mode="edge")
+        assert self._proc is not None and self._proc.stdin is not None
         try:
-            self._gen.send(np.ascontiguousarray(img))
-        except (OSError, RuntimeError) as exc:
-            raise OutputError(f"ffmpeg failed while writing the video: {exc}") from None
+            self._proc.stdin.write(np.ascontiguousarray(img).tobytes())
+        except OSError:
+            self._proc.wait()
+            raise self._failure("write") from None
         self.frames_written += 1
 
     def close(self, exc: BaseException | None = None) -> None:
         """Finish and publish the file, or discard it when ``exc`` (the failure) is given."""
-        gen, self._gen = self._gen, None
+        proc, self._proc = self._proc, None
         failure: OutputError | None = None
-        if gen is not None:
+        if proc is not None:
+            if exc is not None:
+                proc.kill()
+                proc.wait()
             try:
-                gen.close()
-            except (OSError, RuntimeError) as err:
-                failure = OutputError(f"ffmpeg failed to finish the video: {err}")
+                assert proc.stdin is not None
+                proc.stdin.close()
+            except OSError:
+                pass
+            if exc is None:
+                try:
+                    code = proc.wait()
+                except BaseException:  # interrupted while ffmpeg finishes
+                    proc.kill()
+                    proc.wait()
+                    self._pending.discard()
+                    raise
+                if code != 0:
+                    failure = self._failure("finish")
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if failure is None and self.frames_written == 0:
             failure = OutputError("no frames to write: the video would be empty")
         if exc is not None or failure is not None:

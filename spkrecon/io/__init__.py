@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spkrecon.errors import InputError
+from spkrecon.errors import InputError, RecordingFormatError
 from spkrecon.io.arrays import ArrayRecording, Layout
 from spkrecon.io.dat import (
     COMMON_RESOLUTIONS,
@@ -20,6 +20,7 @@ from spkrecon.io.dat import (
     frame_bytes,
     write_dat,
 )
+from spkrecon.io.sniff import kind_from_suffix, recording_hint, sniff_file
 from spkrecon.io.source import ArraySource, SpikeSource
 
 #: The reserved recording name that means "the sample bundled with spkrecon".
@@ -58,6 +59,10 @@ def open_recording(path: str | os.PathLike, height: int = 250, width: int = 400,
     if not os.access(p, os.R_OK):
         raise InputError(f"{p} is not readable (permission denied)")
     suffix = p.suffix.lower()
+    named = kind_from_suffix(p)
+    if named is not None and suffix not in (".npy", ".npz"):
+        kind = sniff_file(p) or named
+        raise RecordingFormatError(f"{p} is {kind}, not a spike recording", recording_hint(kind))
     if suffix in (".npy", ".npz"):
         return ArrayRecording(p, layout=layout, flip=flip, height=height, width=width)
     if crop_header:

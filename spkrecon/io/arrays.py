@@ -57,8 +57,19 @@ class ArrayRecording(SpikeSource):
         self.read(0, min(self.num_frames, 64))  # fails early on a non-binary array
 
     def _load(self, key: str | None) -> np.ndarray:
+        from spkrecon.io.sniff import sniff_file
+
+        npz = self.path.suffix.lower() == ".npz"
+        kind = sniff_file(self.path, 16)
+        expected = "a zip archive" if npz else "a numpy .npy array"
+        if self.path.stat().st_size == 0:
+            raise RecordingFormatError(f"{self.path} is empty", "pass a spike recording")
+        if kind is None or not kind.startswith(expected):
+            what = f"is {kind}" if kind else f"is not a numpy {'.npz' if npz else '.npy'} file"
+            raise RecordingFormatError(f"{self.path} {what}, not a spike array",
+                                       "give a .dat, .npy or .npz recording")
         try:
-            if self.path.suffix.lower() == ".npz":
+            if npz:
                 with np.load(self.path, allow_pickle=False) as z:
                     names = list(z.keys())
                     pick = key or next((k for k in _NPZ_KEYS if k in names), None)
@@ -66,16 +77,28 @@ class ArrayRecording(SpikeSource):
                         pick = names[0]
                     if pick not in names:
                         raise RecordingFormatError(
-                            f"{self.path} holds arrays {names}; none is named "
-                            f"{' / '.join(_NPZ_KEYS)}", "name one with --key")
+                            f"{self.path} holds arrays {', '.join(names) or '(none)'}; none is "
+                            f"named {' / '.join(_NPZ_KEYS)}",
+                            "save the spikes under the name 'spikes' "
+                            "(numpy.savez(path, spikes=array))")
                     return z[pick]
             return np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise RecordingFormatError(f"{self.path} is not a readable numpy file: {exc}") from None
+            if "pickle" in str(exc):
+                raise RecordingFormatError(
+                    f"{self.path} holds Python objects (an object array), which spkrecon "
+                    "never loads: loading them could run code",
+                    "save the spikes as a numeric (bool or uint8) array") from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise RecordingFormatError(f"{self.path} is not a readable numpy file ({first})",
+                                       "the file may be damaged or truncated") from None
 
     def _check_binary(self, block: np.ndarray) -> None:
         if block.dtype == np.bool_ or not block.size:
             return
+        if np.issubdtype(block.dtype, np.floating) and np.isnan(block).any():
+            raise RecordingFormatError(f"{self.path} holds NaN values, not binary spikes",
+                                       "spike arrays hold 0/1 per pixel and frame")
         if np.any((block != 0) & (block != 1)):
             raise RecordingFormatError(
                 f"{self.path} is not a binary spike array (values from {block.min()} to "

@@ -99,6 +99,7 @@ class DatRecording(SpikeSource):
         size = self.path.stat().st_size
         if size == 0:
             raise RecordingFormatError(f"{self.path} is empty", "pass a spike recording")
+        not_spikes(self.path)
         if size % self._fb:
             fits = [f"{h}x{w}" for h, w in fitting_resolutions(size)]
             whole, extra = divmod(size, self._fb)
@@ -120,6 +121,15 @@ class DatRecording(SpikeSource):
     @property
     def width(self) -> int:
         return self.raw_width - self.crop_right
+
+    def fitting_resolutions(self) -> list[tuple[int, int, int]]:
+        """``(height, width, frames)`` of every resolution the file's size fits: the one it
+        is read as first, then the common ones (:data:`COMMON_RESOLUTIONS`)."""
+        size = self.num_frames * self._fb
+        out = [(self.raw_height, self.raw_width, self.num_frames)]
+        out += [(h, w, size // frame_bytes(h, w)) for h, w in fitting_resolutions(size)
+                if (h, w) != (self.raw_height, self.raw_width)]
+        return out
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` as upright ``(n, H, W)`` uint8 0/1."""
@@ -151,6 +161,17 @@ class DatRecording(SpikeSource):
         except (AttributeError, BufferError):
             pass
         self._file.close()
+
+
+def not_spikes(path: Path) -> None:
+    """Raise :class:`RecordingFormatError` when the file's content shows it is something
+    else (an image, a video, text, an archive...), whatever its size."""
+    from spkrecon.io.sniff import recording_hint, sniff_file
+
+    kind = sniff_file(path)
+    if kind is not None:
+        raise RecordingFormatError(f"{path} is {kind}, not a spike recording",
+                                   recording_hint(kind))
 
 
 def check_dat_path(path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Iterable
 from typing import Any
 
 from spkrecon.errors import ParameterError, UnknownNameError
@@ -49,10 +50,9 @@ def get_class(name: str) -> type[Reconstructor]:
     """The reconstructor class registered as ``name`` (case-insensitive)."""
     key = name.lower()
     if key not in _REGISTRY:
-        hint = suggest(key, available() + ["auto"])
-        raise UnknownNameError(
-            f"unknown method '{name}' (known: {', '.join(available())}, auto)",
-            hint or "run 'spkrecon methods' to list them")
+        hint = suggest(key, available())
+        raise UnknownNameError(f"unknown method '{name}' (known: {', '.join(available())})",
+                               hint or "run 'spkrecon methods' to list them")
     if key not in _CACHE:
         module, attr = _REGISTRY[key].split(":")
         _CACHE[key] = getattr(importlib.import_module(module), attr)
@@ -60,7 +60,13 @@ def get_class(name: str) -> type[Reconstructor]:
 
 
 def create(name: str, **params: Any) -> Reconstructor:
-    """Instantiate method ``name`` with keyword ``params``; ``None`` values are ignored."""
+    """Instantiate method ``name`` with keyword ``params``; ``None`` values are ignored.
+
+    Values are checked and converted against the constructor's declared types (text such
+    as ``"21"`` from a command line becomes 21); a mismatch is a :class:`ParameterError`.
+    """
+    from spkrecon.methods.params import convert_params
+
     cls = get_class(name)
     known = cls.parameter_names()
     params = {k: v for k, v in params.items() if v is not None}
@@ -69,24 +75,38 @@ def create(name: str, **params: Any) -> Reconstructor:
         raise ParameterError(
             f"method '{name}' has no parameter {', '.join(repr(u) for u in unknown)}",
             f"it takes {', '.join(known) or 'no parameters'}")
+    params = {k: v for k, v in convert_params(name.lower(), params).items() if v is not None}
     return cls(**params)
 
 
-def build(name: str, **params: Any) -> tuple[Reconstructor, str | None]:
+def build(name: str, items: Iterable[str] = (), /, **params: Any
+          ) -> tuple[Reconstructor, str | None]:
     """Like :func:`create`, and resolve ``"auto"``: returns ``(method, why)``.
+
+    ``items`` are ``--param`` texts (``KEY=VALUE`` or ``METHOD.KEY=VALUE``, see
+    :func:`spkrecon.methods.params.split_params`); they win over ``params``.
 
     With ``auto`` the best available method is picked (the full network on a GPU with its
     weights, else the CPU lite network when shipped, else TFP); parameters the chosen
     method does not take are dropped, and ``why`` says what was picked and why.
     """
+    from spkrecon.methods.params import split_params
+
+    items = list(items)
     if name.lower() != "auto":
-        return create(name, **params), None
+        if name.lower() not in _REGISTRY:
+            raise UnknownNameError(
+                f"unknown method '{name}' (known: {', '.join(available())}, auto)",
+                suggest(name, available() + ["auto"]) or "run 'spkrecon methods' to list them")
+        given = split_params(items, [name.lower()])[name.lower()]
+        return create(name, **{**params, **given}), None
     try:
         from spkrecon.methods.auto import choose_auto
     except ImportError:
         chosen, extra, why = "tfp", {}, "no network method is installed"
     else:
         chosen, extra, why = choose_auto(weights=params.get("weights"))
+    given = split_params(items, [chosen], alias="auto", drop_unknown=True)[chosen]
     known = get_class(chosen).parameter_names()
-    merged = {k: v for k, v in {**extra, **params}.items() if k in known}
+    merged = {k: v for k, v in {**extra, **params, **given}.items() if k in known}
     return create(chosen, **merged), f"method auto: using {chosen} ({why})"

@@ -71,7 +71,7 @@ def test_existing_outputs_need_force(tmp_path: Path) -> None:
     with VideoWriter(out, force=True) as vw:
         vw.write(_frames(1, 16, 16)[0])
     assert out.stat().st_size > 100
-    with pytest.raises(ParameterError):
+    with pytest.raises(OutputError, match="must end in .mp4"):  # an output problem: exit 3
         VideoWriter(tmp_path / "v.avi")
 
 
@@ -112,13 +112,28 @@ def test_png_folder_8_and_16_bit(tmp_path: Path) -> None:
 def test_png_folder_interrupted_is_removed_and_old_kept(tmp_path: Path) -> None:
     out = tmp_path / "frames"
     out.mkdir()
-    (out / "keep.txt").write_text("old")
+    (out / "frame_000005.png").write_bytes(b"old")
     with pytest.raises(RuntimeError):
         with PngFolderWriter(out, force=True) as w:
             w.write(0, _frames(1, 8, 8)[0])
             raise RuntimeError("boom")
-    assert (out / "keep.txt").read_text() == "old"
+    assert (out / "frame_000005.png").read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["frames"]
+
+
+def test_png_folder_force_replaces_only_spkrecons_own_files(tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    (out / "sub").mkdir(parents=True)
+    (out / "frame_000005.png").write_bytes(b"old")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="did not write .notes.txt, sub/"):
+        PngFolderWriter(out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000005.png", "notes.txt", "sub"]
+    (out / "notes.txt").unlink()
+    (out / "sub").rmdir()
+    with PngFolderWriter(out, force=True) as w:
+        w.write(1, _frames(1, 8, 8)[0])
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000001.png"]
 
 
 def test_npy_stack(tmp_path: Path) -> None:

@@ -51,8 +51,19 @@ def test_non_binary_array_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(RecordingFormatError, match="3-D"):
         open_recording(tmp_path / "two.npy")
     (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
-    with pytest.raises(RecordingFormatError, match="not a readable numpy"):
+    with pytest.raises(RecordingFormatError, match="junk.npy is a text file, not a spike array"):
         open_recording(tmp_path / "junk.npy")
+    (tmp_path / "bin.npy").write_bytes(bytes(range(256)))
+    with pytest.raises(RecordingFormatError, match="is not a numpy .npy file") as err:
+        open_recording(tmp_path / "bin.npy")
+    assert "allow_pickle" not in str(err.value)
+    np.save(tmp_path / "obj.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    with pytest.raises(RecordingFormatError, match="Python objects") as err:
+        open_recording(tmp_path / "obj.npy")
+    assert "allow_pickle" not in str(err.value)
+    np.save(tmp_path / "nan.npy", np.full((4, 8, 8), np.nan, np.float32))
+    with pytest.raises(RecordingFormatError, match="NaN"):
+        open_recording(tmp_path / "nan.npy")
 
 
 def test_missing_and_directory_inputs(tmp_path: Path) -> None:
