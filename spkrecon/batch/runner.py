@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -74,8 +75,9 @@ class Job:
     name: str
     input: Path
     output: str  # relative to the batch folder
-    force: bool
+    force: bool  # may replace an existing output (--force, or the manifest says it is ours)
     frames: int
+    owned: bool = False  # an output this folder's batches wrote is there from before
 
 
 @dataclass
@@ -167,8 +169,6 @@ def default_threads(jobs: int, shard: Shard) -> int:
 
 
 def _set_torch_threads(threads: int | None) -> None:
-    import sys
-
     if threads is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
 
@@ -192,7 +192,7 @@ def _thread_env(threads: int) -> Iterator[None]:
 def _base(job: Job, settings: BatchSettings, ident: dict[str, Any], method: str,
           params: dict[str, Any], shard: Shard) -> dict[str, Any]:
     return {"name": job.name, "input": str(job.input), "output": job.output,
-            "kind": settings.kind, "method": method, "params": params, "settings": ident,
+            "owned": job.owned, "kind": settings.kind, "method": method, "params": params, "settings": ident,
             "rank": shard.rank, "world": shard.world, "host": socket.gethostname(),
             "spkrecon": __version__}
 
@@ -209,7 +209,7 @@ def run_job(job: Job, folder: Path, method: Any, settings: BatchSettings,
     try:
         out.update(input_stamp(job.input))
         frames = render(job.input, folder / job.output, method, settings, job.force, on_frame)
-        out.update(status="done", frames=frames, error=None)
+        out.update(status="done", frames=frames, error=None, owned=True)
     except KeyboardInterrupt:
         remove_partials(folder / job.output)
         raise
@@ -217,7 +217,18 @@ def run_job(job: Job, folder: Path, method: Any, settings: BatchSettings,
         remove_partials(folder / job.output)
         out.update(status="failed", frames=0, error=error_line(exc))
     out["seconds"] = round(time.perf_counter() - t0, 4)
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 # -- the batch -------------------------------------------------------------------------------
@@ -286,7 +297,9 @@ def plan(recordings: Sequence[Recording], folder: Path, settings: BatchSettings,
     for rec in recordings:
         output = settings.output_name(rec.name)
         old = latest.get(rec.name)
-        job = Job(rec.name, rec.path, output, force or old is not None, 0)
+        owned = old is not None and old.get("output") == output and (
+            old.get("status") == "done" or bool(old.get("owned")))
+        job = Job(rec.name, rec.path, output, force or owned, 0, owned)
         try:
             stamp = input_stamp(rec.path)
         except OSError as exc:
@@ -509,7 +522,6 @@ def _plain_main() -> Iterator[None]:
     """Start workers without re-running the parent's ``__main__`` in them (spawn would
     import it: a script, ``python -m spkrecon``, stdin or a notebook); they need only this
     module."""
-    import sys
     import types
 
     main = sys.modules.get("__main__")

@@ -1,0 +1,181 @@
+"""``spkrecon batch`` end to end: the CLI, real signals to a real process, real torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from spike_helpers import rate_spikes
+from typer.testing import CliRunner
+
+from spkrecon.cli import app
+from spkrecon.io import sample_path, write_dat
+
+runner = CliRunner()
+H, W = 16, 24
+SMALL = ["--height", str(H), "--width", str(W), "-m", "tfp", "-w", "5"]
+ENV = {**os.environ, "SPKRECON_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def recs(tmp_path: Path) -> Path:
+    d = tmp_path / "in"
+    yy, xx = np.mgrid[0:H, 0:W]
+    for i, name in enumerate(["a.dat", "b.dat", "sub/c.dat"]):
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        write_dat(d / name, rate_spikes(0.2 + 0.6 * (xx / (W - 1)) * (yy / (H - 1)), 30, seed=i))
+    return d
+
+
+def test_batch_video_writes_resumes_and_reports(recs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = run("batch", "video", str(recs), "-o", str(out), *SMALL, "--fps", "25", "-q")
+    assert res.exit_code == 0, res.output
+    assert res.stdout == "" and res.stderr == ""  # -q: nothing at all on success
+    for name in ("a", "b", "sub/c"):
+        n, _ = imageio_ffmpeg.count_frames_and_secs(str(out / f"{name}.mp4"))
+        assert n == 30
+    res = run("batch", "video", str(recs), "-o", str(out), *SMALL, "--fps", "25", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["counts"] == {"skipped": 3} and report["whole"] is True
+    assert [r["name"] for r in report["recordings"]] == ["a", "b", "sub/c"]
+    res = run("batch", "status", str(out), "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["counts"] == {"done": 3}
+    # another frame rate is another setting: refused in one line, named, with the way out
+    res = run("batch", "video", str(recs), "-o", str(out), *SMALL, "--fps", "30")
+    assert res.exit_code == 3
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "video.fps 25.0 -> 30.0" in err and "--force" in err
+
+
+def test_batch_frames_failure_exit_code_and_table(recs: Path, tmp_path: Path) -> None:
+    (recs / "bad.dat").write_bytes(b"\0" * 7)
+    out = tmp_path / "out"
+    res = run("batch", "frames", str(recs), "-o", str(out), *SMALL, "--stride", "10")
+    assert res.exit_code == 1, res.output
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: 1 of 4 recordings failed (see {out / 'manifest.jsonl'})")
+    assert "bad" in res.stdout and "failed" in res.stdout and "not a whole number" in res.stdout
+    assert "3 done, 1 failed" in res.stdout
+    assert sorted(p.name for p in (out / "a").iterdir()) == [
+        "frame_000000.png", "frame_000010.png", "frame_000020.png", "frames.json"]
+    res = run("batch", "status", str(out))
+    assert res.exit_code == 1 and "3 done, 1 failed" in res.stdout
+    res = run("batch", "frames", str(recs), "-o", str(out), *SMALL, "--format", "tiff")
+    assert res.exit_code == 2 and res.stderr.startswith("error: --format 'tiff'")
+
+
+def test_batch_options_are_the_single_file_options() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for single, batch in (("video", "video"), ("frames", "frames")):
+        one = {p.name for p in group.commands[single].params}
+        many = {p.name for p in group.commands["batch"].commands[batch].params}
+        assert one - {"recording"} <= many, one - many
+    assert "fmt" in {p.name for p in group.commands["batch"].commands["frames"].params}
+
+
+def _wait_for(cond, timeout: float, what: str) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _statuses(out: Path) -> list[str]:
+    path = out / "manifest.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x)["status"] for x in path.read_text().splitlines() if x.endswith("}")]
+
+
+def _partials(out: Path) -> list[Path]:
+    return [p for p in out.rglob(".*") if ".partial-" in p.name or ".old-" in p.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("jobs", "sig", "code"), [(1, signal.SIGTERM, 143),
+                                                    (2, signal.SIGINT, 130)])
+def test_batch_signal_stops_cleanly_and_resumes(tmp_path: Path, jobs: int, sig: int,
+                                                code: int) -> None:
+    """A real signal in the middle of writing: finished outputs stay, nothing partial is
+    left, the manifest says what happened, and the same command finishes the rest."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(5):
+        shutil.copy(sample_path(), src / f"rec{i}.dat")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "spkrecon", "batch", "video", str(src), "-o", str(out),
+           "-m", "tfi", "--end", "120", "--jobs", str(jobs)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, start_new_session=True)
+    try:
+        # mid-write: one recording finished and another one's hidden partial file on disk
+        _wait_for(lambda: "done" in _statuses(out) and _partials(out), 120, "a partial output")
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole process group
+        else:
+            proc.send_signal(sig)     # SIGTERM to the main process only
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted by SIG"), stderr
+    assert "run the same command again to resume" in stderr
+    assert _partials(out) == []
+    latest = {json.loads(x)["name"]: json.loads(x) for x in
+              (out / "manifest.jsonl").read_text().splitlines()}
+    done = {n for n, r in latest.items() if r["status"] == "done"}
+    assert done and {r["status"] for r in latest.values()} <= {"done", "interrupted"}
+    assert "interrupted" in {r["status"] for r in latest.values()}
+    assert {p.stem for p in out.glob("*.mp4")} == done  # finished outputs stay, no others
+    for name in done:
+        assert imageio_ffmpeg.count_frames_and_secs(str(out / f"{name}.mp4"))[0] == 120
+
+    again = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=ENV,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["counts"] == {"done": 5 - len(done), "skipped": len(done)}
+    assert len(list(out.glob("*.mp4"))) == 5 and _partials(out) == []
+
+
+@pytest.mark.slow
+def test_batch_torchrun_two_processes_share_one_manifest(recs: Path, tmp_path: Path) -> None:
+    """Two ranks through torchrun (gloo on the CPU): each takes its share by RANK, rank 0
+    reports the whole batch after the barrier, one manifest holds every recording."""
+    write_dat(recs / "d.dat", np.zeros((30, H, W), np.uint8))
+    (recs / "e.dat").write_bytes(b"\0" * 7)  # fails, on its rank only
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "spkrecon", "batch", "frames", str(recs), "-o", str(out), "--format",
+           "npy", *SMALL, "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=ENV)
+    assert r.returncode == 1, r.stderr[-3000:]  # rank 0 says that one recording failed
+    report = json.loads(r.stdout[r.stdout.index("{"):])  # only rank 0 prints
+    assert report["whole"] is True and report["shard"] == "0/2"
+    names = ["a", "b", "d", "e", "sub/c"]
+    assert [x["name"] for x in report["recordings"]] == names
+    assert [x["rank"] for x in report["recordings"]] == [0, 1, 0, 1, 0]  # sorted, round robin
+    assert report["counts"] == {"done": 4, "failed": 1}
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [x["name"] for x in lines] == names  # compacted, one line each
+    assert {x["world"] for x in lines} == {2}
+    assert sorted(p.name for p in out.rglob("*.npy")) == ["a.npy", "b.npy", "c.npy", "d.npy"]
