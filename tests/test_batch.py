@@ -280,5 +280,20 @@ def test_worker_memory_stays_below_the_recording_size(tmp_path: Path) -> None:
                        BatchSettings(kind="npy", method="tfp", stride=400), jobs=2)
     rec = {r["name"]: r for r in report.records}
     assert rec["big"]["status"] == "done" and rec["big"]["frames"] == 40
-    assert rec["small"]["status"] == "done" and rec["small"]["pid"] != rec["big"]["pid"]
+    assert rec["small"]["status"] == "done" and rec["big"]["pid"] != os.getpid()
     assert rec["big"]["peak_rss_mb"] < 160, rec["big"]["peak_rss_mb"]  # the file is 200 MB
+
+
+def test_leftovers_of_a_hard_kill_are_removed(recs: Path, tmp_path: Path) -> None:
+    """A SIGKILLed run leaves 'running' lines and hidden partial files: the next run redoes
+    those recordings and removes the leftovers first."""
+    out = tmp_path / "out"
+    run_batch([str(recs / "a.dat")], out, BatchSettings(**TFP))
+    m = Manifest(out)
+    m.append({**m.latest()["a"], "status": "running"})
+    (out / ".a.partial-99999.npy").write_bytes(b"half")
+    (out / ".a.partial-99998.npy").mkdir()
+    report = run_batch([str(recs / "a.dat")], out, BatchSettings(**TFP))
+    assert report.counts() == {"done": 1}
+    assert sorted(p.name for p in out.iterdir()) == [".manifest.lock", "a.npy",
+                                                     "manifest.jsonl"]

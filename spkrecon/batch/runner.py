@@ -58,8 +58,10 @@ class BatchInterrupted(SpkreconError):
     """The batch stopped on a signal; finished outputs stay, the manifest is consistent."""
 
     def __init__(self, report: BatchReport, signum: int) -> None:
-        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ \
-            else f"signal {signum}"
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
         c = report.counts()
         super().__init__(
             f"interrupted by {name}: {c.get('done', 0) + c.get('skipped', 0)} recordings "

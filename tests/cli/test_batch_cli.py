@@ -179,3 +179,39 @@ def test_batch_torchrun_two_processes_share_one_manifest(recs: Path, tmp_path: P
     assert [x["name"] for x in lines] == names  # compacted, one line each
     assert {x["world"] for x in lines} == {2}
     assert sorted(p.name for p in out.rglob("*.npy")) == ["a.npy", "b.npy", "c.npy", "d.npy"]
+
+
+@pytest.mark.slow
+def test_batch_worker_killed_fails_only_its_recording(tmp_path: Path) -> None:
+    """A worker process killed in the middle (as the OOM killer would) fails its recording,
+    leaves no partial file, is replaced, and the others are written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        shutil.copy(sample_path(), src / f"rec{i}.dat")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "spkrecon", "batch", "video", str(src), "-o", str(out),
+           "-m", "tfi", "--end", "120", "--jobs", "2", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, start_new_session=True)
+    try:
+        def running() -> list[dict]:
+            path = out / "manifest.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            return [json.loads(x) for x in lines if x.endswith("}")
+                    and json.loads(x)["status"] == "running"]
+
+        _wait_for(lambda: running() and _partials(out), 120, "a worker writing")
+        victim = running()[0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, stderr
+    report = json.loads(stdout)
+    status = {r["name"]: r for r in report["recordings"]}
+    assert status[victim["name"]]["status"] == "failed"
+    assert "worker process died (killed by signal 9)" in status[victim["name"]]["error"]
+    assert report["counts"] == {"done": 3, "failed": 1}
+    assert _partials(out) == [] and len(list(out.glob("*.mp4"))) == 3
