@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from spkrecon.errors import ParameterError
-from spkrecon.simulate.exact import normal
+from spkrecon.simulate.exact import box_muller, normal
 from spkrecon.simulate.noise import NoiseModel
 from spkrecon.simulate.scenes import FrameScene, Scene
 
@@ -102,19 +102,25 @@ class SpikeCamera:
         kw = {"generator": self.generator, "device": self.device, "dtype": torch.float32}
         photons = nz.shot_photons if nz is not None else float("inf")
         jitter = nz.scale * nz.threshold_jitter_std if nz is not None else 0.0
-        inc_all = None if photons < float("inf") else light * self.alpha
+        shot = jit = None
+        if photons < float("inf") or jitter > 0:
+            # one pair of uniform arrays per step, drawn step by step (the same numbers
+            # whatever the chunk size), turned into normals for the whole chunk at once
+            kw64 = {**kw, "dtype": torch.float64}
+            u = torch.stack([torch.rand((2, *self.shape), **kw64) for _ in range(n)], 1)
+            z_cos, z_sin = box_muller(u)  # float32 (n, B, H, W)
+            shot, jit = (z_cos, z_sin) if photons < float("inf") else (None, z_cos)
+        if shot is not None:
+            noisy = light + shot.transpose(0, 1) * (light.clamp(min=0) / photons).sqrt()
+            inc_all = noisy.clamp_(min=0.0) * self.alpha
+        else:
+            inc_all = light * self.alpha
         for i in range(n):
-            if inc_all is None:
-                li = light[:, i]
-                li = (li + normal(self.shape, **kw) * (li.clamp(min=0) / photons).sqrt()
-                      ).clamp_(min=0.0)
-                inc = li * self.alpha
-            else:
-                inc = inc_all[:, i]
+            inc = inc_all[:, i]
             if self.gain is not None:
                 inc = self.dark + inc * self.gain  # not addcmul: it may fuse into one FMA
             acc.add_(inc)
-            t = thr + jitter * normal(self.shape, **kw) if jitter > 0 else thr
+            t = thr + jitter * jit[i] if jit is not None else thr
             fired = acc >= t
             if isinstance(t, float):
                 acc.sub_(fired.to(acc.dtype), alpha=t)

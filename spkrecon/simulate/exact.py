@@ -89,16 +89,20 @@ def _sincos_reduced(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     return _horner(r2, _SIN_COEFFS) * r, _horner(r2, _COS_COEFFS), k.to(torch.int64) & 3
 
 
+def _quadrant(s: torch.Tensor, c: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The sine of ``r + q pi / 2`` from ``sin r``, ``cos r`` (its cosine: ``q + 1``)."""
+    return torch.where(q == 0, s, torch.where(q == 1, c, torch.where(q == 2, -s, -c)))
+
+
 def sin(x: torch.Tensor) -> torch.Tensor:
     """Sine (float64; arguments up to about 1e5 in magnitude keep full accuracy)."""
-    s, c, q = _sincos_reduced(x)
-    return torch.where(q == 0, s, torch.where(q == 1, c, torch.where(q == 2, -s, -c)))
+    return _quadrant(*_sincos_reduced(x))
 
 
 def cos(x: torch.Tensor) -> torch.Tensor:
     """Cosine (float64)."""
     s, c, q = _sincos_reduced(x)
-    return torch.where(q == 0, c, torch.where(q == 1, -s, torch.where(q == 2, -c, s)))
+    return _quadrant(s, c, (q + 1) & 3)
 
 
 def _atan_unit(z: torch.Tensor) -> torch.Tensor:
@@ -135,8 +139,42 @@ def normal(shape: tuple[int, ...], generator: torch.Generator | None = None,
     """Standard normal numbers by Box-Muller from ``torch.rand`` (whose uniform numbers are
     exact: they come from the generator's integers), in place of ``torch.randn``."""
     u = torch.rand((2, *shape), generator=generator, device=device, dtype=F64)
-    radius = torch.sqrt(log(1.0 - u[0]) * -2.0)
-    return (radius * cos(u[1] * (2 * math.pi))).to(dtype)
+    return box_muller(u)[0].to(dtype)
+
+
+# float32 versions for noise, accurate to about 1e-7 (fewer terms, half the memory)
+_F32_LOG_COEFFS = _ATANH_COEFFS[:5]
+_F32_SIN_COEFFS = _SIN_COEFFS[:6]
+_F32_COS_COEFFS = _COS_COEFFS[:7]
+_F32_PIO2_HI = 1.5703125  # 8 bits: k * _F32_PIO2_HI is exact in float32
+_F32_PIO2_LO = 4.8382679489661923e-04
+
+
+def _log_f32(x: torch.Tensor) -> torch.Tensor:
+    """Natural logarithm of positive normal float32 numbers, in float32."""
+    bits = x.view(torch.int32)
+    e = (bits >> 23) - 127
+    m = ((bits & ((1 << 23) - 1)) | (127 << 23)).view(torch.float32)
+    big = m > _SQRT2
+    m = torch.where(big, m * 0.5, m)
+    e = (e + big.to(torch.int32)).to(torch.float32)
+    s = (m - 1.0) / (m + 1.0)
+    return e * _LN2_HI + (e * _LN2_LO + (_horner(s * s, _F32_LOG_COEFFS) * s) * 2.0)
+
+
+def box_muller(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independent standard normal float32 arrays from uniform float64 ``u (2, ...)`` in
+    [0, 1): ``r cos(2 pi u1)`` and ``r sin(2 pi u1)`` with ``r = sqrt(-2 log(1 - u0))``,
+    evaluated in float32 (noise needs no more)."""
+    one_minus = (1.0 - u[0]).to(torch.float32).clamp(min=2.0**-126)  # > 0: rand < 1
+    radius = torch.sqrt(_log_f32(one_minus) * -2.0)
+    x = (u[1] * (2 * math.pi)).to(torch.float32)
+    k = torch.round(x * _TWO_OVER_PI)
+    r = (x - k * _F32_PIO2_HI) - k * _F32_PIO2_LO
+    r2 = r * r
+    s, c, q = _horner(r2, _F32_SIN_COEFFS) * r, _horner(r2, _F32_COS_COEFFS), \
+        k.to(torch.int64) & 3
+    return radius * _quadrant(s, c, (q + 1) & 3), radius * _quadrant(s, c, q)
 
 
 # -- resampling ----------------------------------------------------------------------------
@@ -191,9 +229,13 @@ def _cubic_weights(t: torch.Tensor) -> list[torch.Tensor]:
     return [far(t + 1.0), near(t), near(u), far(u + 1.0)]
 
 
+def _inside(x: torch.Tensor, y: torch.Tensor, h: int, w: int) -> bool:
+    return bool((x.amin() >= 0) & (x.amax() <= w - 1) & (y.amin() >= 0) & (y.amax() <= h - 1))
+
+
 def _bilinear(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, h: int, w: int,
               padding: str) -> torch.Tensor:
-    if padding != "zeros":  # the coordinate is moved inside (as grid_sample does)
+    if padding != "zeros" and not _inside(x, y, h, w):  # moved inside, as grid_sample does
         x, y = _pad_coord(x, w, padding), _pad_coord(y, h, padding)
     x0, y0 = torch.floor(x), torch.floor(y)
     fx, fy = (x - x0).to(flat.dtype), (y - y0).to(flat.dtype)
@@ -201,15 +243,26 @@ def _bilinear(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, h: int, w: i
     if padding == "zeros":  # taps outside count 0: fold that into the weights (exact)
         wx = [wx[0] * ((x0 >= 0) & (x0 <= w - 1)), wx[1] * ((x0 >= -1) & (x0 <= w - 2))]
         wy = [wy[0] * ((y0 >= 0) & (y0 <= h - 1)), wy[1] * ((y0 >= -1) & (y0 <= h - 2))]
-    ix = [x0.clamp(0, w - 1).to(torch.int64), (x0 + 1).clamp(0, w - 1).to(torch.int64)]
-    iy = [y0.clamp(0, h - 1).to(torch.int64) * w, (y0 + 1).clamp(0, h - 1).to(torch.int64) * w]
+    # flat indices of the four taps: the first, one column on (0 at the right edge), one
+    # row on (0 at the bottom edge); whole numbers, exact in the coordinates' float type
+    if h * w > 2**24 and x0.dtype != F64:  # beyond float32's whole numbers
+        x0, y0 = x0.to(F64), y0.to(F64)
+    x0c, y0c = x0.clamp(0, w - 1), y0.clamp(0, h - 1)
+    first = (y0c * w + x0c).to(torch.int64)
+    step_x = ((x0 + 1).clamp(0, w - 1) - x0c).to(torch.int64)
+    step_y = (((y0 + 1).clamp(0, h - 1) - y0c) * w).to(torch.int64)
     c = flat.shape[1]
     out = None
     for dy in range(2):
+        base = first if dy == 0 else first + step_y
+        row = None
         for dx in range(2):
-            idx = (iy[dy] + ix[dx])[:, None].expand(-1, c, -1)
-            v = torch.gather(flat, 2, idx) * (wy[dy] * wx[dx])[:, None]
-            out = v if out is None else out + v
+            idx = (base if dx == 0 else base + step_x)[:, None].expand(-1, c, -1)
+            v = torch.gather(flat, 2, idx) * wx[dx][:, None]
+            row = v if row is None else row + v
+        assert row is not None
+        v = row * wy[dy][:, None]
+        out = v if out is None else out + v
     assert out is not None
     return out
 
@@ -220,7 +273,7 @@ def sample(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mode: str = "b
     at whole numbers): ``(B, C, *pts)`` in ``dtype``. ``mode`` is ``bilinear`` or ``bicubic``,
     ``padding`` one of :data:`PADDINGS`; the same function as ``F.grid_sample`` with
     ``align_corners=False`` (to rounding), in exactly rounded steps: coordinates and taps in
-    float64, the weights and the weighted sum in ``dtype``."""
+    the coordinates' dtype, the weights and the weighted sum in ``dtype``."""
     if mode not in ("bilinear", "bicubic"):
         raise ValueError(f"unknown resampling mode {mode!r}")
     if padding not in PADDINGS:
@@ -228,8 +281,8 @@ def sample(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mode: str = "b
     b, c, h, w = image.shape
     pts = x.shape[1:]
     flat = image.to(dtype).reshape(b, c, h * w)
-    x = x.to(F64).reshape(b, -1)
-    y = y.to(F64).reshape(b, -1)
+    x = x.reshape(b, -1)
+    y = y.reshape(b, -1)
     if mode == "bilinear":
         out = _bilinear(flat, x, y, h, w, padding)
     else:
@@ -253,12 +306,13 @@ def sample(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mode: str = "b
     return out.reshape(b, c, *pts)
 
 
-def affine_coords(m: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source coordinates ``(B, n, h, w)`` of the output pixels ``xs (w,)``, ``ys (h,)``
-    under pixel affines ``m (B, n, 2, 3)``: ``x = m00 x + m01 y + m02`` (no matrix product)."""
-    m = m.to(F64)
-    xs, ys = xs.to(F64, copy=False), ys.to(F64, copy=False)
+def affine_coords(m: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
+                  dtype: torch.dtype = F64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source coordinates ``(B, n, h, w)`` in ``dtype`` of the output pixels ``xs (w,)``,
+    ``ys (h,)`` under pixel affines ``m (B, n, 2, 3)``: ``x = m00 x + m01 y + m02`` (no
+    matrix product)."""
+    m = m.to(dtype)
+    xs, ys = xs.to(dtype), ys.to(dtype)
 
     def row(r: int) -> torch.Tensor:
         a = m[:, :, r, 0, None, None] * xs[None, None, None, :]

@@ -239,7 +239,8 @@ class MotionScene(Scene):
         whole view or the ``window`` (rows, columns) of it: ``(B, C, n, h, w)`` float32."""
         xs, ys = (self._xs, self._ys) if window is None else (self._xs[window[1]],
                                                                self._ys[window[0]])
-        x, y = exact.affine_coords(m, xs, ys)
+        # float32 coordinates (1e-5 px at 1000 px): exact steps all the same, half the memory
+        x, y = exact.affine_coords(m, xs, ys, torch.float32)
         return exact.sample(image, x, y, self.resample, padding, torch.float32)
 
     def camera_affine(self, times: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ def test_bundled_sample_and_its_ground_truth() -> None:
 
 #: SHA-256 of the bundled ``spkrecon/data/sample.dat``, as ``tools/make_sample.py`` writes it
 #: on every CPU (change it only together with the simulator and the regenerated files).
-SAMPLE_SHA256 = "4cecf9023635423f07da04f83ae493391d4e793e21fa70dad37faa55f2f2b557"
+SAMPLE_SHA256 = "043e316a3ba049bf57b42b062ebaaf607cb50aa7b36dd5fe584f0af552beb273"
 
 
 def test_sample_is_regenerated_by_the_simulator() -> None:
