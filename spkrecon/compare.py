@@ -151,6 +151,9 @@ def resolve_methods(spec: str | Sequence[str]) -> tuple[list[str], bool]:
         return available(), False
     if "all" in items:
         raise ParameterError("'all' cannot be combined with method names")
+    if "auto" in items:
+        raise ParameterError("compare runs named methods, not 'auto'",
+                             "use --methods all, or name them, e.g. --methods tfp,spk2imgnet-lite")
     for m in items:
         get_class(m)  # UnknownNameError with a suggestion
     return list(dict.fromkeys(items)), True
@@ -586,13 +589,23 @@ def write_text(path: str | os.PathLike, text: str, force: bool = False) -> Path:
 def save_grid(image: Any, path: str | os.PathLike, force: bool = False) -> Path:
     """Save a PIL image as an optimised PNG (grey when it has no colour), atomically; an
     existing file only with ``force``."""
-    from spkrecon.export.atomic import atomic_file
+    return write_outputs({path: image}, force)[0]
 
-    if image.mode == "RGB" and _is_grey(image):
-        image = image.convert("L")  # a third of the size, same pixels
-    with atomic_file(path, force) as tmp:
-        image.save(tmp, format="PNG", optimize=True)
-    return Path(path)
+
+def write_outputs(outputs: dict[str | os.PathLike, Any], force: bool = False) -> list[Path]:
+    """Write several outputs (``str`` text, or a PIL image saved as PNG) all or none: each
+    under a temporary name, renamed into place only when every one was written."""
+    from spkrecon.export.atomic import atomic_files
+
+    with atomic_files(list(outputs), force) as tmps:
+        for tmp, value in zip(tmps, outputs.values(), strict=True):
+            if isinstance(value, str):
+                tmp.write_text(value, encoding="utf-8")
+                continue
+            if value.mode == "RGB" and _is_grey(value):
+                value = value.convert("L")  # a third of the size, same pixels
+            value.save(tmp, format="PNG", optimize=True)
+    return [Path(p) for p in outputs]
 
 
 

@@ -255,6 +255,30 @@ def build_sample_scene(spec: SampleSpec, cfg: DatasetConfig, sources: Sources) -
     return scene, info
 
 
+def dataset_foreign(folder: Path) -> list[str]:
+    """What ``folder`` holds besides a spkrecon dataset (its manifest, ``X.dat`` + ``X.png``
+    or ``input/X.dat`` + ``gt/X_N.png``); everything, when it has no spkrecon manifest.
+    ``--force`` replaces a dataset folder only when this is empty."""
+    from spkrecon.export.atomic import foreign_entries
+
+    try:
+        ours = json.loads((folder / MANIFEST).read_text()).get("format", "").startswith(
+            "spkrecon-dataset")
+    except (OSError, ValueError, AttributeError):
+        ours = False
+
+    def own(rel: Any, is_dir: bool) -> bool:
+        if not ours:
+            return False
+        if is_dir:
+            return len(rel.parts) == 1 and rel.name in ("input", "gt")
+        if len(rel.parts) == 1:
+            return rel.name == MANIFEST or rel.suffix in (".dat", ".png")
+        return (rel.parts[0], rel.suffix) in (("input", ".dat"), ("gt", ".png"))
+
+    return foreign_entries(folder, own)
+
+
 def make_dataset(out_dir: str | Path, cfg: DatasetConfig, sources: Sources, *,
                  force: bool = False, on_sample: Callable[[str], None] | None = None
                  ) -> dict[str, Any]:
@@ -268,7 +292,7 @@ def make_dataset(out_dir: str | Path, cfg: DatasetConfig, sources: Sources, *,
     specs = plan(cfg, sources)
     noise = NoiseModel.from_dict(cfg.noise) if cfg.noise is not None else None
     records = []
-    with atomic_dir(out_dir, force) as tmp:
+    with atomic_dir(out_dir, force, foreign=dataset_foreign) as tmp:
         if cfg.kind == "train":
             (tmp / "input").mkdir()
             (tmp / "gt").mkdir()

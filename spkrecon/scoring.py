@@ -110,7 +110,9 @@ def load_image(path: str | Path) -> np.ndarray:
     try:
         img = np.asarray(iio.imread(p))
     except Exception as exc:  # imageio raises many kinds
-        raise InputError(f"cannot read image {p}: {exc}") from None
+        from spkrecon.io.sniff import unreadable
+
+        raise InputError(unreadable(p, "image", exc)) from None
     if img.ndim == 3 and img.shape[-1] in (1, 2, 3, 4):
         return _colour_to_grey(to_grey(img, str(p)))
     if img.ndim != 2:

@@ -186,18 +186,18 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or s
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["window=21", "alpha=0.5"]`` -> ``{"window": "21", "alpha": "0.5"}``: plain
-    ``KEY=VALUE`` items, values as given (``spkrecon.methods.create`` converts them to the
-    declared types). Commands that run a method pass ``--param`` items to
-    ``spkrecon.methods.build``, which also takes ``METHOD.KEY=VALUE``."""
+    """``--param`` items for ``--method auto``: ``["window=21", "auto.alpha=0.5"]`` ->
+    ``{"window": "21", "alpha": "0.5"}``, values as given (``spkrecon.methods.create``
+    converts them to the declared types)."""
     from spkrecon.errors import ParameterError
     from spkrecon.methods.params import split_item
 
     out: dict[str, Any] = {}
     for item in items or []:
         method, key, raw = split_item(item)
-        if method is not None:
-            raise ParameterError(f"--param '{item}': give KEY=VALUE here")
+        if method not in (None, "auto"):
+            raise ParameterError(f"--param '{item}' names method '{method}', which is not "
+                                 "being run (auto)", "use KEY=VALUE or auto.KEY=VALUE")
         out[key] = raw
     return out
 

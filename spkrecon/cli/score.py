@@ -287,16 +287,13 @@ def compare(
         render_grid,
         resolve_methods,
         run_compare,
-        save_grid,
-        write_text,
+        write_outputs,
     )
     from spkrecon.errors import ParameterError
-    from spkrecon.export.atomic import check_output
+    from spkrecon.export.atomic import check_outputs
     from spkrecon.scoring import parse_params
 
-    for out in (grid, csv_out, markdown):
-        if out is not None:
-            check_output(out, force)
+    check_outputs([out for out in (grid, csv_out, markdown) if out is not None], force)
     if crop is not None and grid is None:
         raise ParameterError("--crop needs --grid")
     box = parse_crop(crop)
@@ -312,13 +309,14 @@ def compare(
     if not result.methods:
         raise ParameterError("no method could run: " + "; ".join(
             f"{m}: {why}" for m, why in result.skipped.items()))
-    written = []
+    outputs: dict[Path, Any] = {}
     if grid is not None:
-        written.append(save_grid(render_grid(result, box, tile_width), grid, force))
+        outputs[grid] = render_grid(result, box, tile_width)
     if csv_out is not None:
-        written.append(write_text(csv_out, result.to_csv(), force))
+        outputs[csv_out] = result.to_csv()
     if markdown is not None:
-        written.append(write_text(markdown, result.to_markdown(), force))
+        outputs[markdown] = result.to_markdown()
+    written = write_outputs(outputs, force)  # all of them, or none
     if as_json:
         typer.echo(result.to_json())
     console = err_console if as_json else out_console

@@ -94,6 +94,42 @@ def _motion_dict(mode: str, objects: int, max_speed: float, camera_speed: float,
                         objects=(objects, objects), resample=resample.lower()).to_dict()
 
 
+#: ``simulate``'s motion options and the ``MotionConfig`` fields they set.
+_MOTION_FIELDS = {"objects": "objects", "max_speed": "max_speed",
+                  "camera_speed": "camera_max_speed", "resample": "resample"}
+
+
+def _override_motion(base: dict[str, Any] | None, config: Path, given: Any, *, motion: str,
+                     **options: Any) -> dict[str, Any] | None:
+    """The sidecar's motion with the motion options given on the command line on top."""
+    from spkrecon.errors import ParameterError
+    from spkrecon.simulate.motion import MotionConfig
+
+    named = [k for k in _MOTION_FIELDS if given(k)]
+    if given("motion"):
+        if motion == "none":
+            if named:
+                raise ParameterError(f"--{named[0].replace('_', '-')} has no effect with "
+                                     "--motion none")
+            return None
+        if base is None:
+            base = _motion_dict(motion, **{k: options[k] for k in _MOTION_FIELDS})
+    if not named:
+        return base
+    if base is None:
+        raise ParameterError(f"--{named[0].replace('_', '-')} has no effect: the run in "
+                             f"{config} does not move (--motion none)",
+                             "add --motion random")
+    d = dict(base)
+    for k in named:
+        v = options[k]
+        d[_MOTION_FIELDS[k]] = [v, v] if k == "objects" else (
+            v.lower() if k == "resample" else v)
+    if given("objects") and options["objects"] < 0:
+        raise ParameterError(f"--objects must be >= 0, got {options['objects']}")
+    return MotionConfig.from_dict(d).to_dict()
+
+
 def simulate(
     ctx: typer.Context,
     input: Annotated[Path | None, typer.Argument(
@@ -143,7 +179,7 @@ def simulate(
 ) -> None:
     """Simulate a spike camera watching an image, a frame folder or a video: writes a .dat,
     ground-truth PNGs and a JSON sidecar that repeats the run bit for bit."""
-    from spkrecon.errors import InputError
+    from spkrecon.errors import InputError, ParameterError
     from spkrecon.simulate.runner import (
         SimulateConfig,
         check_outputs,
@@ -170,12 +206,27 @@ def simulate(
             if given(option_of.get(key, key)):
                 setattr(cfg, key, val)
         if given("noise") or given("noise_scale"):
-            cfg.noise = _noise_dict(noise, noise_scale)
-        if any(given(k) for k in ("motion", "objects", "max_speed", "camera_speed")):
-            cfg.motion = _motion_dict(motion, objects, max_speed, camera_speed, resample)
+            level = noise if given("noise") else ("realistic" if cfg.noise else "off")
+            scale = noise_scale if given("noise_scale") else float(
+                (cfg.noise or {}).get("scale", 1.0))
+            if level == "off" and given("noise_scale"):
+                raise ParameterError("--noise-scale has no effect without noise",
+                                     f"the run in {config} is noise-free: add --noise "
+                                     "realistic")
+            cfg.noise = _noise_dict(level, scale)
+        cfg.motion = _override_motion(cfg.motion, config, given, motion=motion, objects=objects,
+                                      max_speed=max_speed, camera_speed=camera_speed,
+                                      resample=resample)
         if input is None:
             input = Path(sidecar.get("input", {}).get("path", ""))
     else:
+        if given("noise_scale") and noise == "off":
+            raise ParameterError("--noise-scale has no effect without noise",
+                                 "add --noise realistic")
+        still = [k for k in _MOTION_FIELDS if given(k)] if motion == "none" else []
+        if still:
+            raise ParameterError(f"--{still[0].replace('_', '-')} has no effect with "
+                                 "--motion none")
         cfg = SimulateConfig(**fields, noise=_noise_dict(noise, noise_scale),
                              motion=_motion_dict(motion, objects, max_speed, camera_speed,
                                                  resample))
@@ -183,7 +234,14 @@ def simulate(
         raise InputError("no input given", "pass an image, a folder of frames or a video")
     cfg.validate()
     _check_device(cfg.device)
-    input_kind(input)
+    kind = input_kind(input)
+    only = (("steps_per_frame", "interp") if kind == "image" else
+            ("motion", *_MOTION_FIELDS, "sprites"))
+    wrong = [k for k in only if given(k)]
+    if wrong:
+        what = "frame folders and videos" if kind == "image" else "still images"
+        raise ParameterError(f"--{wrong[0].replace('_', '-')} applies to {what}, not to "
+                             f"{'an image' if kind == 'image' else 'a ' + kind} input")
     if output is None:
         output = Path(Path(input).resolve().name).with_suffix(".dat")
     check_outputs(output, force)
@@ -260,7 +318,7 @@ def make(
 ) -> None:
     """Build a test set (Spike40/REDS layout) or a training set (Spk2ImgNet layout) from
     folders of images and frame sequences."""
-    from spkrecon.datasets import DatasetConfig, collect_sources, make_dataset
+    from spkrecon.datasets import DatasetConfig, collect_sources, dataset_foreign, make_dataset
     from spkrecon.errors import ParameterError
     from spkrecon.export.atomic import check_output
     from spkrecon.simulate.motion import MotionConfig
@@ -276,7 +334,7 @@ def make(
                         steps_per_frame=steps_per_frame, interp=interp,
                         video_share=video_share)
     cfg.validate()
-    check_output(output, force, kind="dir")
+    check_output(output, force, kind="dir", foreign=dataset_foreign)
     sources = collect_sources(images or [], videos or [])
     _set_threads(threads)
     if not quiet:

@@ -94,6 +94,17 @@ def check_output(path: str | os.PathLike, force: bool = False, kind: str = "file
     return p
 
 
+def check_outputs(paths: Sequence[str | os.PathLike], force: bool = False) -> list[Path]:
+    """:func:`check_output` for several output files, which must be different files."""
+    seen: dict[Path, str] = {}
+    for p in paths:
+        key = Path(os.path.abspath(p))
+        if key in seen:
+            raise OutputError(f"{p} is given for two outputs", "give each output its own name")
+        seen[key] = str(p)
+    return [check_output(p, force) for p in paths]
+
+
 def write_error(final: str | os.PathLike, exc: OSError) -> OutputError:
     """The :class:`OutputError` for an ``OSError`` met while writing ``final`` (named by its
     final name, not the hidden temporary one), with what to do."""
@@ -153,6 +164,7 @@ def atomic_files(paths: Sequence[str | os.PathLike], force: bool = False
                  ) -> Iterator[list[Path]]:
     """Yield temporary paths for several files; all replace their targets when the block
     succeeds, and none does when it fails (no output is left half done or alone)."""
+    check_outputs(paths, force)
     pending = [PendingFile(p, force) for p in paths]
     try:
         try:

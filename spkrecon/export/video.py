@@ -12,19 +12,10 @@ import numpy as np
 
 from spkrecon.errors import OutputError, ParameterError
 from spkrecon.export.atomic import PendingFile, write_error
+from spkrecon.io.sniff import ffmpeg_reason
 from spkrecon.tonemap import to_uint8
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
-
-
-def ffmpeg_reason(text: str) -> str:
-    """The one line of ffmpeg's output worth showing (its last error line), or ""."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if not ln.lower().startswith(("ffmpeg version", "built with", "configuration:", "lib",
-                                      "conversion failed")):
-            return ln[:200]
-    return lines[-1][:200] if lines else ""
 
 
 class VideoWriter:

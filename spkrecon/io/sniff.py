@@ -111,9 +111,38 @@ def recording_hint(kind: str) -> str:
     return "give a .dat, .npy or .npz recording"
 
 
+def ffmpeg_reason(text: str) -> str:
+    """The one line of ffmpeg's output worth showing (its last error line), or ""."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if not ln.lower().startswith(("ffmpeg version", "built with", "configuration:", "lib",
+                                      "conversion failed")):
+            return ln[:200]
+    return lines[-1][:200] if lines else ""
+
+
+def unreadable(path: str | os.PathLike, expected: str, exc: BaseException | None = None
+               ) -> str:
+    """One line on why ``path`` could not be read as an ``expected`` ("image", "video"):
+    what the file really is when its content shows it, else the reader's one useful line
+    (ffmpeg's last error; never imageio's install advice)."""
+    kind = sniff_file(path)
+    if kind is not None and expected not in kind:
+        return f"{path} is {kind}, not a readable {expected}"
+    first = (str(exc or "").strip().splitlines() or [""])[0]
+    if "ffmpeg" in first.lower():
+        reason = ffmpeg_reason(str(exc)).replace(str(path), "").strip(" :")
+    elif first.startswith("Could not find a backend"):
+        reason = "damaged, or a format spkrecon cannot read"
+    else:
+        reason = first[:160]
+    return f"{path} is not a readable {expected}" + (f" ({reason})" if reason else "")
+
+
 def kind_from_suffix(path: str | os.PathLike) -> str | None:
     """What a file's extension says it is (``x.png`` -> "a PNG image"), or ``None``."""
     return _KIND_BY_SUFFIX.get(Path(path).suffix.lower())
 
 
-__all__ = ["kind_from_suffix", "recording_hint", "sniff_bytes", "sniff_file"]
+__all__ = ["ffmpeg_reason", "kind_from_suffix", "recording_hint", "sniff_bytes", "sniff_file",
+           "unreadable"]

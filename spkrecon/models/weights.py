@@ -124,10 +124,10 @@ def resolve_weights(spec: str | os.PathLike | None = None) -> Path:
     if spec is None:
         spec = DEFAULT_NAME
     text = os.fspath(spec)
-    if isinstance(spec, os.PathLike) or _is_path_like(text) or Path(text).is_file():
+    if isinstance(spec, os.PathLike) or _is_path_like(text) or Path(text).exists():
         path = Path(text).expanduser()
         if not path.is_file():
-            what = "a folder, not a weights file" if path.is_dir() else "does not exist"
+            what = "is a folder, not a weights file" if path.is_dir() else "does not exist"
             raise WeightsError(f"weights file {path} {what}", GET_WEIGHTS_HINT)
         return path
     found = find_weights(text)
@@ -217,26 +217,65 @@ def atomic_torch_save(obj: Any, dest: Path) -> None:
         raise
 
 
+def _pickle_globals(path: Path) -> list[str]:
+    """The ``module.name`` globals a raw pickle file would import (read, never run)."""
+    import pickletools
+
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                if op.name == "GLOBAL" and isinstance(arg, str):
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 - a damaged pickle: report what was seen
+        pass
+    return list(dict.fromkeys(names))
+
+
+def _refused(path: Path, names: list[str]) -> WeightsError:
+    return WeightsError(
+        f"{path} was refused for safety: loading it would import Python objects "
+        f"({', '.join(names[:3])}), which can run code",
+        "spkrecon loads only checkpoints of tensors and plain values (torch.save of a state "
+        "dict)")
+
+
 def _torch_load(path: Path) -> Any:
     import pickle
+    import warnings
     import zipfile
 
     import torch
 
+    from spkrecon.io.sniff import sniff_file
+
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder, not a weights file",
+                           GET_WEIGHTS_HINT)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist", GET_WEIGHTS_HINT)
+    kind = sniff_file(path, 64)
+    if kind is not None and not kind.startswith(("a zip archive", "a Python pickle")):
+        raise WeightsError(f"{path} is {kind}, not a PyTorch checkpoint",
+                           "expected a spkrecon weights file (.pt)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not for users
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if glob:
-            raise WeightsError(
-                f"{path} holds Python objects ({glob.group(1)}) that a safe (weights_only) "
-                "load refuses", "only checkpoints of tensors and plain values are accepted"
-            ) from None
-        raise WeightsError(f"{path} is not a PyTorch checkpoint (unreadable pickle data)",
-                           "expected a spkrecon weights file (.pt)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        glob = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
+        names = [glob.group(1)] if glob else _pickle_globals(path)
+        if names:
+            raise _refused(path, names) from None
+        raise WeightsError(f"{path} is not a PyTorch checkpoint (a plain pickle or damaged "
+                           "data)", "expected a spkrecon weights file (.pt)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+            IndexError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path} is not a PyTorch checkpoint ({first})",
                            "expected a spkrecon weights file (.pt)") from None

@@ -277,20 +277,21 @@ def check_outputs(out_dat: str | Path, force: bool = False) -> dict[str, Path]:
 
     paths = output_paths(Path(out_dat))
     if paths["dat"].suffix.lower() != ".dat":
-        raise OutputError(f"{paths['dat']} must end in .dat")
+        raise OutputError(f"{paths['dat']} must end in .dat",
+                          f"use {paths['dat'].with_suffix('.dat')}")
     for key in ("dat", "sidecar"):
         check_output(paths[key], force)
-    gt_dir = paths["gt_dir"]
-    if gt_dir.exists():
-        if not force:
-            raise OutputError(f"{gt_dir} already exists", "pass --force to overwrite it")
-        if not gt_dir.is_dir():
-            raise OutputError(f"{gt_dir} is a file", "choose another output name")
-        stray = [q.name for q in gt_dir.iterdir() if q.suffix not in (".png", ".npy")]
-        if stray:
-            raise OutputError(f"{gt_dir} holds other files ({', '.join(stray[:3])})",
-                              "move them away or choose another output name")
+    check_output(paths["gt_dir"], force, kind="dir", foreign=gt_foreign)
     return paths
+
+
+def gt_foreign(folder: Path) -> list[str]:
+    """What a ground-truth folder holds besides the ``NNNNNN.png`` and ``light.npy`` a
+    simulation writes there (``--force`` replaces it only when this is empty)."""
+    from spkrecon.export.atomic import foreign_entries
+
+    return foreign_entries(folder, lambda rel, is_dir: not is_dir and len(rel.parts) == 1 and (
+        rel.name == "light.npy" or (rel.suffix == ".png" and rel.stem.isdigit())))
 
 
 def _versions() -> dict[str, str]:
@@ -316,7 +317,7 @@ def simulate_scene_to_files(scene: Scene, steps: int, out_dat: str | Path, *,
     dat = PendingFile(paths["dat"], force)
     side = PendingFile(paths["sidecar"], force)
     try:
-        with atomic_dir(gt_dir, force) as tmp_dir:
+        with atomic_dir(gt_dir, force, foreign=gt_foreign) as tmp_dir:
             gen = make_generator(sensor_seed, scene.device)
             stats = stream_to_dat(scene, steps, dat.tmp, alpha=alpha, theta=theta, noise=noise,
                                   generator=gen, gt_steps=gt_steps, chunk=chunk,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from spkrecon.errors import InputError, ParameterError
+from spkrecon.io.sniff import unreadable
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
@@ -61,7 +62,7 @@ def load_grey(path: str | Path) -> np.ndarray:
     try:
         arr = iio.imread(p)
     except Exception as exc:  # imageio raises many types for unreadable files
-        raise InputError(f"{p} is not a readable image: {exc}") from None
+        raise InputError(unreadable(p, "image", exc)) from None
     if arr.ndim == 4:  # animated formats: first frame
         arr = arr[0]
     return to_grey(arr)
@@ -106,7 +107,7 @@ def count_video_frames(path: str | Path) -> int:
     try:
         n, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
     except Exception as exc:
-        raise InputError(f"{path} is not a readable video: {exc}") from None
+        raise InputError(unreadable(path, "video", exc)) from None
     if n < 1:
         raise InputError(f"{path} holds no video frames")
     return int(n)
@@ -120,7 +121,7 @@ def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
         gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="gray", bits_per_pixel=8)
         meta = next(gen)
     except Exception as exc:
-        raise InputError(f"{path} is not a readable video: {exc}") from None
+        raise InputError(unreadable(path, "video", exc)) from None
     w, h = meta["size"]
     try:
         for raw in gen:
