@@ -57,8 +57,11 @@ def list_cmd(
         width = max(len(e.name) for e in entries)
         for e in entries:
             s = e.summary or {}
-            what = (f"{s.get('variant') or 'custom'} width {s.get('features')} depth "
-                    f"{s.get('num_blocks')}, {_params(s.get('parameters'))} parameters, alpha "
+            shape = (f"ATSNet widths {'/'.join(map(str, s['config'].get('widths', [])))}"
+                     if s.get("arch") == "atsnet" else
+                     f"{s.get('variant') or 'custom'} width {s.get('features')} depth "
+                     f"{s.get('num_blocks')}")
+            what = (f"{shape}, {_params(s.get('parameters'))} parameters, alpha "
                     f"{s.get('alpha')}") if s else _short_error(e.error or "", e.path)
             used = " (used)" if e.active else ""
             out_console.print(f"{e.name:<{width}}  {what}{used}\n{'':<{width}}  "
@@ -120,17 +123,25 @@ def info_cmd(
     )
 
     ckpt = load_checkpoint(resolve_weights(file))
-    build_model(ckpt)
+    if ckpt.arch == "atsnet":
+        from spkrecon.models.atsnet import load_atsnet
+
+        load_atsnet(ckpt.path)  # validates
+    else:
+        build_model(ckpt)
     s = ckpt.summary()
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
         return
     cfg = s["config"]
+    model = (f"ATSNet, widths {', '.join(map(str, cfg.get('widths', [])))}"
+             if ckpt.arch == "atsnet" else
+             f"Spk2ImgNet {s['variant'] or 'custom'}{additions_suffix(cfg)} (SALI {cfg['sali']}, "
+             f"PDA {cfg['pda']}, RE {cfg['re']}), width {cfg['features']}, "
+             f"depth {cfg['num_blocks']}")
     lines = [
         f"{'file':<13} {s['path']}",
-        f"{'model':<13} Spk2ImgNet {s['variant'] or 'custom'}{additions_suffix(cfg)} "
-        f"(SALI {cfg['sali']}, PDA "
-        f"{cfg['pda']}, RE {cfg['re']}), width {cfg['features']}, depth {cfg['num_blocks']}",
+        f"{'model':<13} {model}",
         f"{'parameters':<13} {s['parameters']:,}",
         f"{'alpha':<13} {s['alpha']}",
     ]

@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str] = {
     "tfi": "spkrecon.methods.tfi:TFI",
     "spk2imgnet": "spkrecon.methods.spk2imgnet:Spk2ImgNet",
     "spk2imgnet-lite": "spkrecon.methods.spk2imgnet_lite:Spk2ImgNetLite",
+    "atsnet": "spkrecon.methods.atsnet:ATSNetMethod",
     "tvs": "spkrecon.methods.tvs:TVS",
     "tfstp": "spkrecon.methods.tfstp:TFSTP",
 }

@@ -2,9 +2,10 @@
 
 0. ``spk2imgnet`` with the weights the user gave (``--weights``), if any;
 1. ``spk2imgnet`` with the full weights, when a CUDA GPU and those weights are present;
-2. else the CPU model (method ``spk2imgnet-lite``, or ``spk2imgnet`` with the
+2. else spkrecon's ATSNet (method ``atsnet``), when its weights are present;
+3. else the older CPU model (method ``spk2imgnet-lite``, or ``spk2imgnet`` with the
    ``spk2imgnet-lite`` weights), when those weights are present;
-3. else TFP.
+4. else TFP.
 
 Cheap when torch or the weights are absent: weights are looked up as files first, and torch
 is imported (to ask for CUDA) only when the full weights exist.
@@ -16,6 +17,9 @@ import importlib.util
 from typing import Any
 
 from spkrecon.models.weights import DEFAULT_NAME, LITE_NAME, find_weights
+
+#: spkrecon's own CPU network (``weights/atsnet.pt``).
+ATS_NAME = "atsnet"
 
 
 def _has_torch() -> bool:
@@ -45,10 +49,14 @@ def choose_auto(weights: str | None = None) -> tuple[str, dict[str, Any], str]:
     if gpu:
         return ("spk2imgnet", {"weights": str(full), "device": "cuda"},
                 f"a CUDA GPU and the Spk2ImgNet weights {full} are present")
-    if lite is not None:
-        from spkrecon.methods import available
+    from spkrecon.methods import available
 
-        why = "no CUDA GPU" if full is not None else "no full Spk2ImgNet weights"
+    why = "no CUDA GPU" if full is not None else "no full Spk2ImgNet weights"
+    ats = find_weights(ATS_NAME)
+    if ats is not None and ATS_NAME in available():
+        return (ATS_NAME, {"weights": str(ats), "device": "auto"},
+                f"{why}; spkrecon's CPU network {ATS_NAME} ({ats}) is present")
+    if lite is not None:
         name = LITE_NAME if LITE_NAME in available() else "spk2imgnet"
         return (name, {"weights": str(lite), "device": "auto"},
                 f"{why}; the CPU model {LITE_NAME} ({lite}) is present")

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 FORMAT = "spkrecon-weights"
 FORMAT_VERSION = 1
 ARCH = "spk2imgnet"
+#: Architectures a spkrecon weights file may hold (``atsnet``: :mod:`spkrecon.models.atsnet`).
+ARCHES = (ARCH, "atsnet")
 ENV_VAR = "SPKRECON_WEIGHTS"
 DEFAULT_NAME = "spk2imgnet"
 LITE_NAME = "spk2imgnet-lite"
@@ -152,6 +154,9 @@ class Checkpoint:
     def model_config(self) -> Spk2ImgNetConfig:
         from spkrecon.models.spk2imgnet import Spk2ImgNetConfig
 
+        if self.arch != ARCH:
+            raise WeightsError(f"weights {self._where()} are for {self.arch}, not Spk2ImgNet",
+                               f"use them with --method {self.arch}")
         try:
             return Spk2ImgNetConfig.from_dict(dict(self.config))
         except (TypeError, ValueError) as exc:
@@ -165,6 +170,11 @@ class Checkpoint:
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description (no tensors)."""
+        params = int(sum(t.numel() for t in self.state_dict.values()))
+        if self.arch != ARCH:
+            return {"path": str(self.path) if self.path else None, "arch": self.arch,
+                    "variant": None, "parameters": params, "alpha": self.alpha,
+                    "config": dict(self.config), "meta": self.meta}
         cfg = self.model_config()
         return {"path": str(self.path) if self.path else None, "arch": self.arch,
                 "variant": cfg.variant, "features": cfg.features, "num_blocks": cfg.num_blocks,
@@ -308,8 +318,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise WeightsError(f"{p} has weights format version {version!r}; this spkrecon reads "
                            f"up to {FORMAT_VERSION}", "upgrade spkrecon")
-    if data.get("arch") != ARCH:
-        raise WeightsError(f"{p} holds weights for '{data.get('arch')}', not {ARCH}")
+    if data.get("arch") not in ARCHES:
+        raise WeightsError(f"{p} holds weights for '{data.get('arch')}', not "
+                           f"{' or '.join(ARCHES)}")
     sd, cfg = data.get("state_dict"), data.get("config")
     if not _looks_like_state_dict(sd) or not isinstance(cfg, dict):
         raise WeightsError(f"{p} lacks a state_dict of tensors or an architecture config",
@@ -318,8 +329,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
         raise WeightsError(f"{p} has an invalid alpha {alpha!r}")
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-    ckpt = Checkpoint(state_dict=sd, config=cfg, alpha=float(alpha), meta=meta, path=p)
-    ckpt.model_config()  # validates
+    ckpt = Checkpoint(state_dict=sd, config=cfg, alpha=float(alpha), meta=meta,
+                      arch=str(data["arch"]), path=p)
+    if ckpt.arch == ARCH:
+        ckpt.model_config()  # validates
     return ckpt
 
 

@@ -1,0 +1,252 @@
+"""ATSNet: adaptive temporal support network (spkrecon's own CPU reconstruction network).
+
+The physics: a rate estimate's noise falls with the number of spikes it reads, while its
+motion blur grows with speed times the time it spans, so the best temporal support differs
+per pixel. ATSNet gives a small U-Net the evidence for that choice and lets it decide per
+pixel, at every scale:
+
+- **multi-scale counts** (TFP, Zhu et al. ICME 2019) over centred windows of 3 to 255
+  frames, from one cumulative sum;
+- **spike-count-adaptive estimates**: ``(2k - 1) / (n_k + p_k)`` with ``p_k`` (``n_k``) the
+  distance back to the ``k``-th spike at or before (after) the key frame, ``k = 1, 2, 4``;
+  ``k = 1`` is TFI (Zhu et al. ICME 2019). Their support shrinks where light is bright and
+  grows in the dark by itself;
+- **temporal snapshots**: 5-frame counts centred 5, 10 and 15 frames before and after, and
+  the 9 raw spike frames around the key frame, from which the network reads motion;
+- **brightness normalisation**: every rate channel is divided by the frame's mean long-window
+  rate ``s`` and ``log s`` is one more channel, so dark and bright inputs look alike; the
+  output is multiplied back by ``s``.
+
+Output: the firing rate at the key frame (``alpha * intensity``), like every reconstructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+#: Frames a centred window of the longest count reaches on each side.
+RADIUS = 127
+
+
+@dataclass
+class ATSNetConfig:
+    """Feature set and U-Net widths."""
+
+    tfp_windows: tuple[int, ...] = (3, 7, 15, 31, 63, 127, 255)
+    isi_orders: tuple[int, ...] = (1, 2, 4)
+    snapshot_offsets: tuple[int, ...] = (-15, -10, -5, 5, 10, 15)
+    snapshot_width: int = 5
+    raw_radius: int = 4
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    #: Floor of the brightness scale ``s`` (spikes per frame).
+    min_scale: float = 2e-3
+
+    def __post_init__(self) -> None:
+        self.tfp_windows = tuple(int(w) for w in self.tfp_windows)
+        self.isi_orders = tuple(int(k) for k in self.isi_orders)
+        self.snapshot_offsets = tuple(int(o) for o in self.snapshot_offsets)
+        self.widths = tuple(int(w) for w in self.widths)
+        if any(w < 1 or w % 2 == 0 for w in self.tfp_windows):
+            raise ValueError("tfp_windows must be odd and positive")
+        if len(self.widths) < 2:
+            raise ValueError("widths needs at least two levels")
+
+    @property
+    def radius(self) -> int:
+        """Frames read on each side of the key frame."""
+        snap = max((abs(o) + self.snapshot_width // 2 for o in self.snapshot_offsets), default=0)
+        return max(max(self.tfp_windows) // 2, RADIUS, snap, self.raw_radius)
+
+    @property
+    def channels(self) -> int:
+        return (len(self.tfp_windows) + len(self.isi_orders) + len(self.snapshot_offsets)
+                + 2 * self.raw_radius + 1 + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ATSNetConfig:
+        bad = [k for k in d if k not in cls.__dataclass_fields__]
+        if bad:
+            raise ValueError(f"unknown ATSNet config fields: {', '.join(bad)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised features ``(B, C, H, W)`` and scales ``s (B, 1, 1, 1)`` of spike windows.
+
+    ``win (B, 2 * radius + 1, H, W)`` (0/1, any dtype) holds the frames around each key frame
+    (the middle one); callers complete windows at a recording's edges (by reflection in time).
+    """
+    b, t, h, w = win.shape
+    r = cfg.radius
+    if t != 2 * r + 1:
+        raise ValueError(f"windows must hold {2 * r + 1} frames, got {t}")
+    spk = win if win.dtype == torch.uint8 else win.to(torch.uint8)
+    # One pass outwards from the key frame over the distance d: counts in [r - d, r] (back),
+    # in (r, r + d] (ahead), and centred windows as their sum. p_k, the frames back to the
+    # k-th spike at or before the key frame, is the number of d whose back count is below k;
+    # n_k likewise ahead (from 1). Not found within the window: r + 1. A loop of small
+    # element-wise ops beats a cumulative sum over the window on a CPU.
+    small = (b, h, w)
+    back = spk[:, r].to(torch.int16)
+    ahead = torch.zeros(small, dtype=torch.int16, device=win.device)
+    pk = {k: torch.zeros(small, dtype=torch.int16, device=win.device) for k in cfg.isi_orders}
+    nk = {k: torch.ones(small, dtype=torch.int16, device=win.device) for k in cfg.isi_orders}
+    tfp: dict[int, torch.Tensor] = {}
+    wanted = {n // 2: n for n in cfg.tfp_windows}
+    for d in range(r + 1):
+        if d:
+            back.add_(spk[:, r - d])
+            ahead.add_(spk[:, r + d])
+        for k in cfg.isi_orders:
+            pk[k].add_(back < k)
+            if d:
+                nk[k].add_(ahead < k)
+        if d in wanted:
+            tfp[wanted[d]] = (back + ahead).float() * (1.0 / (2 * d + 1))
+    feats = [tfp[n] for n in cfg.tfp_windows]
+    s = feats[-1].mean(dim=(1, 2), keepdim=True).clamp(min=cfg.min_scale)[:, None]
+    for k in cfg.isi_orders:
+        feats.append((2 * k - 1) / (pk[k] + nk[k]).float())
+
+    def rate(a: int, z: int) -> torch.Tensor:
+        """Mean count over window frames ``[a, z)``."""
+        return spk[:, a:z].sum(1, dtype=torch.int16).float() * (1.0 / (z - a))
+
+    half = cfg.snapshot_width // 2
+    for o in cfg.snapshot_offsets:
+        feats.append(rate(r + o - half, r + o + half + 1))
+    for o in range(-cfg.raw_radius, cfg.raw_radius + 1):
+        feats.append(spk[:, r + o].float())
+    x = torch.stack(feats, 1) / s
+    logs = (torch.log(s) / 4.0 + 1.0).expand(b, 1, h, w)
+    return torch.cat([x.clamp(max=20.0), logs], 1), s
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1, inplace=True),
+                         nn.Conv2d(cout, cout, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True))
+
+
+class ATSNet(nn.Module):
+    """U-Net on :func:`window_features`: ``(N, C, H, W)`` -> normalised rate ``(N, 1, H, W)``.
+
+    The output adds a learned correction to the 15-frame count (a residual on a baseline
+    that is good in ordinary light and motion), so training starts from a sane estimate.
+    """
+
+    def __init__(self, config: ATSNetConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or ATSNetConfig()
+        self.config = cfg
+        w = cfg.widths
+        self.inc = _block(cfg.channels, w[0])
+        self.down = nn.ModuleList(_block(w[i], w[i + 1], 2) for i in range(len(w) - 1))
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(w[i + 1] + w[i], w[i], 3, 1, 1), nn.LeakyReLU(0.1, True),
+                          nn.Conv2d(w[i], w[i], 3, 1, 1), nn.LeakyReLU(0.1, True))
+            for i in range(len(w) - 1))
+        self.head = nn.Conv2d(w[0], 1, 3, 1, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.base_channel = cfg.tfp_windows.index(15) if 15 in cfg.tfp_windows else 0
+
+    @property
+    def multiple(self) -> int:
+        """Height and width must be multiples of this (padding is the caller's)."""
+        return 2 ** (len(self.config.widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(x)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for up in reversed(self.up):
+            skip = skips.pop()
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = up(torch.cat([y, skip], 1))
+        return x[:, self.base_channel:self.base_channel + 1] + self.head(y)
+
+
+def pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad ``(..., H, W)`` at the bottom/right to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+def predict(model: ATSNet, win: torch.Tensor) -> torch.Tensor:
+    """Rates ``(B, H, W)`` in [0, 1] at the middle frames of windows ``(B, T, H, W)``."""
+    x, s = window_features(win, model.config)
+    x, (h, w) = pad_to(x, model.multiple)
+    y = model(x)[:, 0, :h, :w].float() * s[:, 0]
+    return y.clamp_(0.0, 1.0)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def receptive_frames(cfg: ATSNetConfig) -> int:
+    """Frames one output frame reads (``2 * radius + 1``)."""
+    return 2 * cfg.radius + 1
+
+
+__all__ = ["ARCH", "NAME", "ATSNet", "ATSNetConfig", "load_atsnet", "pad_to", "parameter_count",
+           "predict", "receptive_frames", "save_atsnet", "window_features"]
+
+
+# -- weights files --------------------------------------------------------------------------
+ARCH = "atsnet"
+NAME = "atsnet"
+
+
+def save_atsnet(model: ATSNet, path: str | Path, meta: dict[str, Any] | None = None,
+                alpha: float = 0.6, half: bool = False) -> Path:
+    """Write a spkrecon weights file (``arch: atsnet``) atomically; ``half`` stores fp16."""
+    from spkrecon.models.weights import FORMAT, FORMAT_VERSION, atomic_torch_save, make_meta
+
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+          for k, v in model.state_dict().items()}
+    dest = Path(path)
+    atomic_torch_save({"format": FORMAT, "format_version": FORMAT_VERSION, "arch": ARCH,
+                       "config": model.config.to_dict(), "alpha": float(alpha),
+                       "meta": make_meta(**(meta or {})), "state_dict": sd}, dest)
+    return dest
+
+
+def load_atsnet(spec: str | Path | None = None) -> tuple[ATSNet, dict[str, Any]]:
+    """The network of a weights file or name (default ``atsnet``), and the file's fields
+    other than the tensors (``path``, ``alpha``, ``meta``, ``config``)."""
+    from spkrecon.errors import WeightsError
+    from spkrecon.models.weights import FORMAT, _torch_load, resolve_weights
+
+    path = resolve_weights(spec or NAME)
+    data = _torch_load(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not a spkrecon weights file")
+    if data.get("arch") != ARCH:
+        raise WeightsError(f"{path} holds weights for '{data.get('arch')}', not {ARCH}",
+                           "use them with the method of that architecture")
+    try:
+        model = ATSNet(ATSNetConfig.from_dict(dict(data["config"])))
+        sd = {k: v.float() if v.is_floating_point() else v
+              for k, v in data["state_dict"].items()}
+        model.load_state_dict(sd, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise WeightsError(f"{path} does not fit the ATSNet architecture ({first})") from None
+    info = {k: v for k, v in data.items() if k != "state_dict"}
+    info["path"] = path
+    return model.eval(), info

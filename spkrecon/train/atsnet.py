@@ -1,0 +1,482 @@
+"""Training ATSNet on the CPU from simulated spikes: broad speed and light distributions.
+
+Every batch is simulated on the fly from still photos (:mod:`spkrecon.simulate`): a random
+crop at a random scale, seen through a camera that pans at a log-uniform speed of up to
+``max_speed`` px per readout step (or is still), with up to two sprites moving at their own
+speeds; the light is scaled to a log-uniform mean firing rate between ``min_rate`` and
+``max_rate`` spikes per frame (or left as it is); SCSim sensor noise at a random scale. The
+input is rendered with bilinear or bicubic resampling at random, the truth always bicubic,
+and each readout step integrates ``substeps`` instants (motion blur within a step). Images
+that the project's evaluation suites hold out (:func:`spkrecon.suites.is_holdout`) are never
+used; the validation set is drawn from them with a fixed seed.
+
+Run (resumable; state in ``--out``)::
+
+    python -m spkrecon.train.atsnet --images ../shared/data/images/train --out training/atsnet \
+        --minutes 60
+
+``--out`` holds ``last.pt`` (model, EMA, optimiser, step; resumed automatically), ``best.pt``
+(the EMA weights with the best validation score, a spkrecon weights file), ``log.jsonl`` and
+``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from spkrecon.models.atsnet import ATSNet, ATSNetConfig, pad_to, window_features
+from spkrecon.simulate.core import simulate_batch
+from spkrecon.simulate.motion import MotionConfig, MotionScene, Trajectory, random_sprites
+from spkrecon.simulate.noise import NoiseModel
+from spkrecon.simulate.scenes import Scene, load_grey
+
+
+@dataclass
+class ATSTrainConfig:
+    """What :func:`train` does; saved as ``config.json`` beside the state."""
+
+    images: list[str] = field(default_factory=list)
+    out: str = "training/atsnet"
+    patch: int = 64
+    batch: int = 8
+    lr: float = 5e-4
+    lr_min: float = 2e-5
+    total_steps: int = 30000
+    warmup: int = 200
+    ema: float = 0.999
+    minutes: float = 60.0
+    seed: int = 0
+    threads: int = 1
+    alpha: float = 0.6
+    #: Speeds, px per readout step (log-uniform from ``min_speed``; 0 with ``static_prob``).
+    max_speed: float = 5.0
+    min_speed: float = 0.02
+    static_prob: float = 0.25
+    #: Light: mean rate log-uniform in [min_rate, max_rate], or unscaled with ``normal_prob``.
+    min_rate: float = 0.01
+    max_rate: float = 0.5
+    normal_prob: float = 0.35
+    noise_prob: float = 0.7
+    noise_max: float = 1.2
+    scale_min: float = 0.35
+    scale_max: float = 1.0
+    substeps: int = 2
+    #: Share of batches whose input is rendered bicubic (else bilinear: softer, 4x cheaper).
+    bicubic_prob: float = 0.3
+    #: Steps from the key frame rendered at every instant; beyond, every ``far_every`` steps.
+    near: float = 24.0
+    far_every: int = 4
+    max_side: int = 800
+    val_minutes: float = 10.0
+    val_per_condition: int = 6
+    val_patch: int = 96
+    checkpoint_minutes: float = 5.0
+    log_every: int = 25
+    #: Processes simulating batches beside the training process (0: simulate in-line).
+    workers: int = 1
+    #: Training steps per simulated batch (each with its own flip / rotation / time reversal).
+    reuse: int = 2
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+class GainScene(Scene):
+    """``clip(gain * light)`` of another scene; ``gain (B,)``."""
+
+    def __init__(self, scene: Scene, gain: torch.Tensor) -> None:
+        self.scene, self.gain = scene, gain.float().view(-1, 1, 1, 1)
+        self.batch, self.height, self.width = scene.batch, scene.height, scene.width
+        self.device, self.num_steps = scene.device, scene.num_steps
+
+    def light_at(self, times: torch.Tensor) -> torch.Tensor:
+        return (self.scene.light_at(times) * self.gain).clamp_(0.0, 1.0)
+
+
+class FastMotionScene(MotionScene):
+    """:class:`MotionScene` resampled by ``grid_sample``: many times faster than the
+    bit-exact renderer, with last bits that depend on the CPU (irrelevant for training)."""
+
+    def _sample(self, image: torch.Tensor, m: torch.Tensor, padding: str,
+                window: tuple[slice, slice] | None = None) -> torch.Tensor:
+        xs, ys = (self._xs, self._ys) if window is None else (self._xs[window[1]],
+                                                               self._ys[window[0]])
+        xs, ys = xs.float()[None, None, None, :], ys.float()[None, None, :, None]
+        m = m.float()[..., None, None]  # (B, n, 2, 3, 1, 1)
+        gx = m[:, :, 0, 0] * xs + m[:, :, 0, 1] * ys + m[:, :, 0, 2]
+        gy = m[:, :, 1, 0] * xs + m[:, :, 1, 1] * ys + m[:, :, 1, 2]
+        hs, ws = image.shape[-2:]
+        b, n, h, w = gx.shape
+        grid = torch.stack([(2 * gx + 1) / ws - 1, (2 * gy + 1) / hs - 1], -1)
+        out = F.grid_sample(image.float(), grid.view(b, n * h, w, 2), mode=self.resample,
+                            padding_mode=padding, align_corners=False)
+        return out.view(b, image.shape[1], n, h, w)
+
+
+class SparseTimeScene(Scene):
+    """Another scene rendered at every instant within ``near`` steps of ``centre`` and, further
+    out, at every ``every``-th step with linear blending in between.
+
+    Far frames feed only long-window counts, which matter where the scene is still or slow;
+    there the blend is exact (still) or close; fast scenes blur them anyway. About 3x fewer
+    renders for a 255-step window.
+    """
+
+    def __init__(self, scene: Scene, centre: float, near: float, every: int) -> None:
+        self.scene, self.centre, self.near, self.every = scene, centre, near, int(every)
+        self.batch, self.height, self.width = scene.batch, scene.height, scene.width
+        self.device, self.num_steps = scene.device, scene.num_steps
+
+    def light_at(self, times: torch.Tensor) -> torch.Tensor:
+        times = times.double()
+        close = (times - self.centre).abs() <= self.near
+        if bool(close.all()):
+            return self.scene.light_at(times)
+        lo = torch.floor(times / self.every) * self.every
+        frac = ((times - lo) / self.every).float()
+        anchors = torch.unique(torch.cat([lo[~close], lo[~close] + self.every]))
+        rendered = self.scene.light_at(anchors)  # (B, m, H, W)
+        pos = {float(a): i for i, a in enumerate(anchors.tolist())}
+        out = torch.empty((self.batch, times.numel(), self.height, self.width))
+        if bool(close.any()):
+            out[:, close] = self.scene.light_at(times[close])
+        for j in torch.nonzero(~close).view(-1).tolist():
+            a, f = pos[float(lo[j])], float(frac[j])
+            out[:, j] = torch.lerp(rendered[:, a], rendered[:, a + 1], f)
+        return out
+
+
+def _u(g: torch.Generator, shape: tuple[int, ...] = (), lo: float = 0.0, hi: float = 1.0
+       ) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)
+
+
+def load_images(folders: list[str], max_side: int, holdout: bool) -> list[torch.Tensor]:
+    """Grey images ``(H, W)`` as uint8 tensors: the held-out ones or the others."""
+    from spkrecon.suites import holdout_images, is_holdout
+    from spkrecon.train.data import _shrink, image_files
+
+    out = []
+    for folder in folders:
+        files = holdout_images(folder) if holdout else [
+            p for p in image_files(folder) if not is_holdout(p.name)]
+        for p in files:
+            img = _shrink(torch.from_numpy(load_grey(p)), max_side)
+            out.append((img.clamp(0, 1) * 255 + 0.5).to(torch.uint8))
+    if not out:
+        raise ValueError(f"no {'held-out' if holdout else 'training'} images in {folders}")
+    return out
+
+
+def _crops(images: list[torch.Tensor], n: int, size: int, scale: tuple[float, float],
+           g: torch.Generator) -> torch.Tensor:
+    """``n`` random ``size`` x ``size`` crops ``(n, size, size)`` at random scales."""
+    out = []
+    for _ in range(n):
+        img = images[int(torch.randint(len(images), (), generator=g))]
+        s = float(_u(g, (), *scale))
+        h, w = img.shape
+        side = min(h, w, max(8, round(size / s)))
+        y = int(torch.randint(h - side + 1, (), generator=g))
+        x = int(torch.randint(w - side + 1, (), generator=g))
+        part = img[y:y + side, x:x + side].float()[None, None] / 255.0
+        out.append(F.interpolate(part, size=(size, size), mode="bilinear", antialias=True,
+                                 align_corners=False)[0, 0])
+    return torch.stack(out).clamp_(0.0, 1.0)
+
+
+def _speeds(g: torch.Generator, n: int, cfg: ATSTrainConfig) -> torch.Tensor:
+    still = _u(g, (n,)) < cfg.static_prob
+    v = torch.exp(_u(g, (n,), math.log(cfg.min_speed), math.log(cfg.max_speed)))
+    return torch.where(still, torch.zeros_like(v), v)
+
+
+def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfig,
+               g: torch.Generator, *, speed: float | None = None, rate: float | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spike windows ``(B, T, P, P)`` uint8 and true rates ``(B, P, P)`` at the middle frame.
+
+    ``speed`` / ``rate`` fix the camera speed and the mean rate (validation; ``rate=0``: the
+    image's own light); by default they are drawn from the configured distributions.
+    """
+    b, p = cfg.batch, cfg.patch
+    r = net.radius
+    steps = 2 * r + 1
+    bg = _crops(images, b, 2 * p, (cfg.scale_min, cfg.scale_max), g)
+    sprite_src = _crops(images, b, p, (cfg.scale_min, cfg.scale_max), g)
+    v = _speeds(g, b, cfg) if speed is None else torch.full((b,), float(speed), dtype=torch.float64)
+    ang = _u(g, (b,), 0, 2 * math.pi)
+    p0 = torch.zeros((b, 4), dtype=torch.float64)
+    p0[:, 0] = p0[:, 1] = (2 * p - 1) / 2
+    vel = torch.zeros((b, 4), dtype=torch.float64)
+    vel[:, 0], vel[:, 1] = v * torch.cos(ang), v * torch.sin(ang)
+    moving = (v > 0).double()
+    vel[:, 2] = _u(g, (b,), -1e-3, 1e-3) * moving
+    vel[:, 3] = _u(g, (b,), -1e-3, 1e-3) * moving
+    acc = torch.zeros_like(vel)
+    acc[:, :2] = vel[:, :2] * _u(g, (b, 1), -0.004, 0.004)
+    camera = Trajectory.linear(p0, vel, acc, origin=float(r))
+    mcfg = MotionConfig(max_speed=max(cfg.max_speed * 1.2, 0.1), min_speed=0.05,
+                        static_prob=0.2, objects=(0, 2), wobble=0.2)
+    sprites = random_sprites(b, (p, p), steps, mcfg, sprite_src, g, key_step=float(r))
+    resample = "bicubic" if float(_u(g)) < cfg.bicubic_prob else "bilinear"
+    scene = FastMotionScene(bg, (p, p), camera, sprites, steps, resample=resample)
+    truth_scene = FastMotionScene(bg, (p, p), camera, sprites, steps, resample="bicubic")
+    key = torch.tensor([float(r)], dtype=torch.float64)
+    plain = truth_scene.light_at(key)[:, 0]
+    mean = plain.mean(dim=(1, 2)).clamp(min=0.02).double()
+    if rate == 0:
+        gain = torch.ones_like(mean)
+    elif rate is None:
+        target = torch.exp(_u(g, (b,), math.log(cfg.min_rate), math.log(cfg.max_rate)))
+        normal = _u(g, (b,)) < cfg.normal_prob
+        gain = torch.where(normal, torch.ones_like(target), target / (cfg.alpha * mean))
+    else:
+        gain = float(rate) / (cfg.alpha * mean)
+    gain = gain.clamp(0.02, 3.0)
+    truth = (plain * gain.float()[:, None, None]).clamp_(0.0, 1.0)
+    noise = None
+    if float(_u(g)) < cfg.noise_prob:
+        # Fixed-pattern noise only: shot noise (5e4 photons at full scale) and threshold
+        # jitter are tiny next to it, and drawing them per step costs more than rendering.
+        noise = NoiseModel(scale=float(_u(g, (), 0.0, cfg.noise_max)), photons=0.0,
+                           threshold_jitter_std=0.0)
+    sparse = SparseTimeScene(scene, float(r), cfg.near, cfg.far_every)
+    res = simulate_batch(GainScene(sparse, gain), steps, alpha=cfg.alpha, noise=noise,
+                         generator=g, substeps=cfg.substeps)
+    return res.spikes.to(torch.uint8), truth * cfg.alpha
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, g: torch.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flip / 90-degree rotation of windows ``(B, T, P, P)`` and truth."""
+    k = int(torch.randint(4, (), generator=g))
+    x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
+    if float(_u(g)) < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    if float(_u(g)) < 0.5:  # time reversal: a scene played backwards is a scene too
+        x = x.flip(1)
+    return x.contiguous(), y.contiguous()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mse = ((a - b) ** 2).mean(dim=(-2, -1)).clamp(min=1e-10)
+    return -10 * torch.log10(mse)
+
+
+#: Validation conditions: (name, camera speed px/step, mean rate; 0: the image's own light).
+VAL_CONDITIONS: tuple[tuple[str, float, float], ...] = (
+    ("still", 0.0, 0.0), ("v0.15", 0.15, 0.0), ("v0.5", 0.5, 0.0), ("v1", 1.0, 0.0),
+    ("v2", 2.0, 0.0), ("v4", 4.0, 0.0), ("rate0.1", 0.1, 0.1), ("rate0.03", 0.05, 0.03),
+)
+
+
+def make_validation(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfig,
+                    seed: int = 12345
+                    ) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Fixed validation batches ``(name, windows, truth, gain)`` from held-out images."""
+    g = torch.Generator().manual_seed(seed)
+    vcfg = ATSTrainConfig(**{**asdict(cfg), "batch": cfg.val_per_condition,
+                              "patch": cfg.val_patch})
+    out = []
+    for name, speed, rate in VAL_CONDITIONS:
+        x, y = make_batch(images, vcfg, net, g, speed=speed, rate=rate)
+        out.append((name, x, y, y.new_ones(())))
+    return out
+
+
+@torch.inference_mode()
+def validate(model: ATSNet, val: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]],
+             alpha: float) -> dict[str, float]:
+    """Mean PSNR per condition, exposure-normalised (truth scaled to a mean of 0.5)."""
+    model.eval()
+    scores: dict[str, float] = {}
+    for name, x, y, _ in val:
+        feats, s = window_features(x, model.config)
+        feats, (h, w) = pad_to(feats, model.multiple)
+        pred = (model(feats)[:, 0, :h, :w] * s[:, 0]).clamp(0, 1)
+        # Normalise both by the truth's mean so dark and bright weigh alike.
+        norm = (0.5 / y.mean(dim=(1, 2), keepdim=True).clamp(min=1e-4))
+        scores[name] = float(psnr((pred * norm).clamp(0, 1), (y * norm).clamp(0, 1)).mean())
+    scores["mean"] = sum(scores.values()) / len(scores)
+    model.train()
+    return scores
+
+
+def _lr(step: int, cfg: ATSTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.total_steps - cfg.warmup))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+def save_weights(model: ATSNet, path: Path, meta: dict[str, Any], alpha: float) -> None:
+    """A spkrecon weights file (``arch: atsnet``)."""
+    from spkrecon.models.atsnet import save_atsnet
+
+    save_atsnet(model, path, meta=meta, alpha=alpha)
+
+
+def _producer(queue: Any, cfg: dict[str, Any], seed: int) -> None:
+    """Worker process: simulate batches forever into ``queue``."""
+    torch.set_num_threads(1)
+    conf = ATSTrainConfig(**cfg)
+    net = ATSNetConfig.from_dict(conf.model)
+    images = load_images(conf.images, conf.max_side, holdout=False)
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        queue.put(make_batch(images, conf, net, g))
+
+
+class _Batches:
+    """Simulated batches, from worker processes or in-line."""
+
+    def __init__(self, cfg: ATSTrainConfig, net: ATSNetConfig, g: torch.Generator,
+                 images: list[torch.Tensor], seed: int) -> None:
+        self.cfg, self.net, self.g, self.images = cfg, net, g, images
+        self.procs: list[Any] = []
+        if cfg.workers > 0:
+            import torch.multiprocessing as mp
+
+            ctx = mp.get_context("spawn")
+            self.queue = ctx.Queue(maxsize=2 * cfg.workers)
+            for i in range(cfg.workers):
+                proc = ctx.Process(target=_producer, args=(self.queue, asdict(cfg), seed + i),
+                                   daemon=True)
+                proc.start()
+                self.procs.append(proc)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.procs:
+            x, y = self.queue.get()
+            return x.clone(), y.clone()
+        return make_batch(self.images, self.cfg, self.net, self.g)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+
+
+def train(cfg: ATSTrainConfig) -> dict[str, Any]:
+    """Train (or resume) for ``cfg.minutes``; returns the last validation scores."""
+    import copy
+
+    torch.set_num_threads(max(1, cfg.threads))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    net_cfg = ATSNetConfig.from_dict(cfg.model) if cfg.model else ATSNetConfig()
+    cfg.model = net_cfg.to_dict()
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    model = ATSNet(net_cfg)
+    ema = copy.deepcopy(model).eval()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, best, elapsed = 0, -math.inf, 0.0
+    g = torch.Generator().manual_seed(cfg.seed)
+    last = out / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, best, elapsed = int(state["step"]), float(state["best"]), float(state["elapsed"])
+        g.set_state(state["rng"])
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min, best {best:.2f})", flush=True)
+    images = load_images(cfg.images, cfg.max_side, holdout=False) if cfg.workers == 0 else []
+    batches = _Batches(cfg, net_cfg, g, images, seed=cfg.seed * 1000 + step)
+    val = make_validation(load_images(cfg.images, cfg.max_side, holdout=True), cfg, net_cfg)
+    log = (out / "log.jsonl").open("a")
+    t0 = time.time() - elapsed
+    budget_end = time.time() + cfg.minutes * 60
+    last_ckpt = last_val = time.time()
+    samples = 0
+    running = 0.0
+
+    def checkpoint() -> None:
+        from spkrecon.models.weights import atomic_torch_save
+
+        atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(),
+                           "opt": opt.state_dict(), "step": step, "best": best,
+                           "elapsed": time.time() - t0, "rng": g.get_state()}, last)
+
+    scores: dict[str, float] = {}
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    while time.time() < budget_end and step < cfg.total_steps:
+        if batch is None or step % max(1, cfg.reuse) == 0:
+            batch = batches.next()
+        x, y = augment(*batch, g)
+        feats, s = window_features(x, net_cfg)
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg)
+        pred = model(feats)[:, 0]
+        target = y / s[:, 0]
+        loss = torch.sqrt((pred - target) ** 2 + 1e-6).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1 - cfg.ema)
+        step += 1
+        samples += x.shape[0]
+        running += float(loss.detach())
+        if step % cfg.log_every == 0:
+            rec = {"step": step, "minutes": round((time.time() - t0) / 60, 2),
+                   "loss": round(running / cfg.log_every, 5), "lr": round(_lr(step, cfg), 7),
+                   "samples": step * cfg.batch}
+            running = 0.0
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        now = time.time()
+        if now - last_val >= cfg.val_minutes * 60:
+            scores = validate(ema, val, cfg.alpha)
+            improved = scores["mean"] > best
+            if improved:
+                best = scores["mean"]
+                save_weights(ema, out / "best.pt", {"step": step, "samples": step * cfg.batch,
+                                                    "val": {k: round(v, 3)
+                                                            for k, v in scores.items()},
+                                                    "minutes": round((now - t0) / 60, 1)},
+                             cfg.alpha)
+            log.write(json.dumps({"step": step, "minutes": round((now - t0) / 60, 2),
+                                  "val": {k: round(v, 3) for k, v in scores.items()},
+                                  "best": improved}) + "\n")
+            log.flush()
+            print(f"step {step} val {scores['mean']:.2f} {'*' if improved else ''}", flush=True)
+            last_val = time.time()
+        if now - last_ckpt >= cfg.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint()
+    batches.close()
+    log.close()
+    return scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train ATSNet on the CPU (resumable).")
+    ap.add_argument("--images", action="append", required=True)
+    ap.add_argument("--out", default="training/atsnet")
+    for name, f in ATSTrainConfig.__dataclass_fields__.items():
+        if name in ("images", "out", "model"):
+            continue
+        ap.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default)
+    ap.add_argument("--widths", default=None, help="U-Net widths, e.g. 16,32,64,128")
+    args = vars(ap.parse_args(argv))
+    widths = args.pop("widths")
+    cfg = ATSTrainConfig(**args)
+    if widths:
+        cfg.model = {"widths": [int(w) for w in widths.split(",")]}
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
+    print(json.dumps(train(cfg)))
+
+
+if __name__ == "__main__":
+    main()

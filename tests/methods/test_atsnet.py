@@ -1,0 +1,80 @@
+"""The atsnet reconstructor: streaming equals whole-recording runs, edges, registry, auto."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spkrecon.io.source import ArraySource  # noqa: E402
+from spkrecon.methods import create, get_class  # noqa: E402
+from spkrecon.models.atsnet import ATSNet, ATSNetConfig, predict, save_atsnet  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    torch.manual_seed(0)
+    model = ATSNet(ATSNetConfig(widths=(4, 8))).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    save_atsnet(model, path)
+    return str(path)
+
+
+def _spikes(t: int = 300, h: int = 12, w: int = 10, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rate = rng.uniform(0.02, 0.4, (h, w))
+    return (rng.random((t, h, w)) < rate).astype(np.uint8)
+
+
+def test_registered_with_a_summary_and_parameters() -> None:
+    cls = get_class("atsnet")
+    assert "adaptive" in cls.summary.lower()
+    assert {"weights", "device", "precision", "batch_size", "alpha"} <= set(
+        cls.parameter_names())
+
+
+def test_stream_in_chunks_equals_one_window_per_frame(tiny_weights: str) -> None:
+    spikes = _spikes()
+    method = create("atsnet", weights=tiny_weights)
+    method.batch_frames = 7  # many chunks, each re-reading the window around it
+    wanted = [0, 5, 100, 150, 151, 299]
+    streamed = dict(method.stream(ArraySource(spikes), wanted))
+    r = method.config.radius
+    for idx in (150, 151):  # windows inside the recording: read as they are
+        win = torch.from_numpy(spikes[idx - r:idx + r + 1][None])
+        with torch.inference_mode():
+            direct = predict(method.model, win)[0].numpy()
+        np.testing.assert_allclose(streamed[idx], direct, atol=1e-6)
+    assert sorted(streamed) == wanted
+
+
+def test_edges_are_completed_by_reflection(tiny_weights: str) -> None:
+    spikes = _spikes(t=40)
+    method = create("atsnet", weights=tiny_weights)
+    out = method(spikes, [0, 20, 39])
+    assert out.shape == (3, 12, 10) and out.dtype == np.float32
+    from spkrecon.methods.spk2imgnet import reflect_index
+
+    r = method.config.radius
+    win = torch.from_numpy(spikes[reflect_index(np.arange(-r, r + 1), 40)][None])
+    with torch.inference_mode():
+        direct = predict(method.model, win)[0].numpy()
+    np.testing.assert_allclose(out[0], direct, atol=1e-6)
+
+
+def test_batch_size_does_not_change_results(tiny_weights: str) -> None:
+    spikes = _spikes(t=60)
+    one = create("atsnet", weights=tiny_weights, batch_size=1)(spikes, [10, 11, 12])
+    three = create("atsnet", weights=tiny_weights, batch_size=3)(spikes, [10, 11, 12])
+    np.testing.assert_allclose(one, three, atol=1e-5)
+
+
+def test_spk2imgnet_refuses_atsnet_weights_with_a_hint(tiny_weights: str) -> None:
+    from spkrecon.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="--method atsnet"):
+        create("spk2imgnet", weights=tiny_weights)

@@ -1,0 +1,89 @@
+"""ATSNet features against direct per-pixel definitions; the network's shapes and files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spkrecon.models.atsnet import (  # noqa: E402
+    ATSNet,
+    ATSNetConfig,
+    load_atsnet,
+    predict,
+    save_atsnet,
+    window_features,
+)
+
+
+def _reference(win: np.ndarray, cfg: ATSNetConfig) -> list[np.ndarray]:
+    """The features of one window ``(T, H, W)`` from their definitions, pixel by pixel."""
+    t, h, w = win.shape
+    r = t // 2
+    out = [win[r - n // 2:r + n // 2 + 1].mean(0) for n in cfg.tfp_windows]
+    for k in cfg.isi_orders:
+        est = np.empty((h, w))
+        for y in range(h):
+            for x in range(w):
+                before = np.flatnonzero(win[:r + 1, y, x])[::-1]  # at or before r, nearest first
+                after = np.flatnonzero(win[r + 1:, y, x])  # after r, nearest first
+                p = r - before[k - 1] if len(before) >= k else r + 1
+                n = after[k - 1] + 1 if len(after) >= k else r + 1
+                est[y, x] = (2 * k - 1) / (p + n)
+        out.append(est)
+    half = cfg.snapshot_width // 2
+    out += [win[r + o - half:r + o + half + 1].mean(0) for o in cfg.snapshot_offsets]
+    out += [win[r + o].astype(float) for o in range(-cfg.raw_radius, cfg.raw_radius + 1)]
+    return out
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.3])
+def test_features_match_their_definitions(rate: float) -> None:
+    cfg = ATSNetConfig()
+    rng = np.random.default_rng(1)
+    win = (rng.random((2, 2 * cfg.radius + 1, 5, 6)) < rate).astype(np.uint8)
+    feats, s = window_features(torch.from_numpy(win), cfg)
+    assert feats.shape == (2, cfg.channels, 5, 6)
+    for b in range(2):
+        ref = _reference(win[b], cfg)
+        scale = float(s[b])
+        assert scale == pytest.approx(max(ref[len(cfg.tfp_windows) - 1].mean(), cfg.min_scale),
+                                      rel=1e-6)
+        got = feats[b, :-1].numpy() * scale
+        for i, expected in enumerate(ref):
+            np.testing.assert_allclose(got[i], np.minimum(expected, 20 * scale), rtol=1e-5,
+                                       atol=1e-7, err_msg=f"channel {i}")
+
+
+def test_brightness_normalisation_makes_scaled_rates_alike() -> None:
+    """A window and the same window with every other spike removed differ in scale, not in
+    their normalised counts (on average)."""
+    cfg = ATSNetConfig()
+    rng = np.random.default_rng(2)
+    win = torch.from_numpy((rng.random((1, 2 * cfg.radius + 1, 16, 16)) < 0.4).astype(np.uint8))
+    bright, s_bright = window_features(win, cfg)
+    dark, s_dark = window_features((win * (torch.rand(win.shape) < 0.1)).to(torch.uint8), cfg)
+    assert float(s_dark) < 0.2 * float(s_bright)
+    long = len(cfg.tfp_windows) - 1
+    assert float(bright[0, long].mean()) == pytest.approx(1.0, abs=0.02)
+    assert float(dark[0, long].mean()) == pytest.approx(1.0, abs=0.02)
+
+
+def test_network_output_shape_and_weights_round_trip(tmp_path) -> None:
+    cfg = ATSNetConfig(widths=(4, 8))
+    model = ATSNet(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    win = (torch.rand(2, 2 * cfg.radius + 1, 10, 14) < 0.2).to(torch.uint8)
+    with torch.inference_mode():
+        out = predict(model, win)
+    assert out.shape == (2, 10, 14)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    path = save_atsnet(model, tmp_path / "w.pt", meta={"note": "test"}, half=True)
+    loaded, info = load_atsnet(str(path))
+    assert info["meta"]["note"] == "test" and info["config"]["widths"] == [4, 8]
+    with torch.inference_mode():
+        again = predict(loaded, win)
+    assert float((again - out).abs().max()) < 5e-3  # fp16 storage
