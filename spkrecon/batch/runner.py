@@ -194,7 +194,8 @@ def _thread_env(threads: int) -> Iterator[None]:
 def _base(job: Job, settings: BatchSettings, ident: dict[str, Any], method: str,
           params: dict[str, Any], shard: Shard) -> dict[str, Any]:
     return {"name": job.name, "input": str(job.input), "output": job.output,
-            "owned": job.owned, "kind": settings.kind, "method": method, "params": params, "settings": ident,
+            "owned": job.owned, "kind": settings.kind, "method": method, "params": params,
+            "settings": ident,
             "rank": shard.rank, "world": shard.world, "host": socket.gethostname(),
             "spkrecon": __version__}
 
@@ -458,6 +459,25 @@ def _run_inline(ctx: _Context, todo: list[Job], threads: int | None,
 
 
 # -- worker processes ---------------------------------------------------------------------------
+class _FrameCounter:
+    """A worker's frame callback: tells the parent how many frames it wrote, at most every
+    0.1 s (a message a frame would cost more than fast methods take)."""
+
+    def __init__(self, results: Any, index: int, name: str) -> None:
+        self.results, self.index, self.name = results, index, name
+        self.last, self.count = time.monotonic(), 0
+
+    def __call__(self) -> None:
+        self.count += 1
+        if time.monotonic() - self.last >= 0.1:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.count:
+            self.results.put(("frames", self.index, self.name, self.count))
+        self.last, self.count = time.monotonic(), 0
+
+
 def _worker(index: int, method: str, kwargs: dict[str, Any], settings: BatchSettings,
             folder: Path, threads: int | None, gpu_slot: int | None, tasks: Any,
             results: Any) -> None:
@@ -495,23 +515,14 @@ def _worker(index: int, method: str, kwargs: dict[str, Any], settings: BatchSett
             if job is None:
                 break
             results.put(("start", index, job.name, os.getpid()))
-            last = [time.monotonic(), 0]
-
-            def frame() -> None:
-                last[1] += 1
-                t = time.monotonic()
-                if t - last[0] >= 0.1:
-                    results.put(("frames", index, job.name, last[1]))
-                    last[0], last[1] = t, 0
-
+            frames = _FrameCounter(results, index, job.name)
             try:
-                result = run_job(job, folder, rec, settings, frame)
+                result = run_job(job, folder, rec, settings, frames)
             except KeyboardInterrupt:
-                results.put(("frames", index, job.name, last[1]))
+                frames.flush()
                 results.put(("stopped", index, job.name))
                 break
-            if last[1]:
-                results.put(("frames", index, job.name, last[1]))
+            frames.flush()
             results.put(("end", index, job.name, result))
     except KeyboardInterrupt:
         pass

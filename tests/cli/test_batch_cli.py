@@ -99,14 +99,41 @@ def _wait_for(cond, timeout: float, what: str) -> None:
 
 
 def _statuses(out: Path) -> list[str]:
-    path = out / "manifest.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(x)["status"] for x in path.read_text().splitlines() if x.endswith("}")]
+    return [x["status"] for x in _lines(out)]
 
 
 def _partials(out: Path) -> list[Path]:
     return [p for p in out.rglob(".*") if ".partial-" in p.name or ".old-" in p.name]
+
+
+def _lines(out: Path) -> list[dict]:
+    path = out / "manifest.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(x) for x in lines if x.endswith("}")]
+
+
+def _copies(folder: Path, n: int) -> Path:
+    folder.mkdir()
+    for i in range(n):
+        shutil.copy(sample_path(), folder / f"rec{i}.dat")
+    return folder
+
+
+def _batch_video_until(src: Path, out: Path, jobs: int, ready, act, *extra: str):
+    """Run ``batch video`` (TFI, 120 frames of each copy of the sample) in a real process,
+    call ``act(proc)`` once ``ready()`` holds; ``(proc, stdout, stderr, command)``."""
+    cmd = [sys.executable, "-m", "spkrecon", "batch", "video", str(src), "-o", str(out),
+           "-m", "tfi", "--end", "120", "--jobs", str(jobs), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, start_new_session=True)
+    try:
+        _wait_for(ready, 120, "the batch to be writing")
+        act(proc)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc, stdout, stderr, cmd
 
 
 @pytest.mark.slow
@@ -116,32 +143,23 @@ def test_batch_signal_stops_cleanly_and_resumes(tmp_path: Path, jobs: int, sig: 
                                                 code: int) -> None:
     """A real signal in the middle of writing: finished outputs stay, nothing partial is
     left, the manifest says what happened, and the same command finishes the rest."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(5):
-        shutil.copy(sample_path(), src / f"rec{i}.dat")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "spkrecon", "batch", "video", str(src), "-o", str(out),
-           "-m", "tfi", "--end", "120", "--jobs", str(jobs)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, start_new_session=True)
-    try:
-        # mid-write: one recording finished and another one's hidden partial file on disk
-        _wait_for(lambda: "done" in _statuses(out) and _partials(out), 120, "a partial output")
+
+    def stop(proc: subprocess.Popen) -> None:
         if sig == signal.SIGINT:
             os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole process group
         else:
             proc.send_signal(sig)     # SIGTERM to the main process only
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+
+    # mid-write: one recording finished and another one's hidden partial file on disk
+    proc, stdout, stderr, cmd = _batch_video_until(
+        _copies(tmp_path / "in", 5), out, jobs,
+        lambda: "done" in _statuses(out) and _partials(out), stop)
     assert proc.returncode == code, stderr
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted by SIG"), stderr
     assert "run the same command again to resume" in stderr
     assert _partials(out) == []
-    latest = {json.loads(x)["name"]: json.loads(x) for x in
-              (out / "manifest.jsonl").read_text().splitlines()}
+    latest = {x["name"]: x for x in _lines(out)}
     done = {n for n, r in latest.items() if r["status"] == "done"}
     assert done and {r["status"] for r in latest.values()} <= {"done", "interrupted"}
     assert "interrupted" in {r["status"] for r in latest.values()}
@@ -185,29 +203,20 @@ def test_batch_torchrun_two_processes_share_one_manifest(recs: Path, tmp_path: P
 def test_batch_worker_killed_fails_only_its_recording(tmp_path: Path) -> None:
     """A worker process killed in the middle (as the OOM killer would) fails its recording,
     leaves no partial file, is replaced, and the others are written."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(4):
-        shutil.copy(sample_path(), src / f"rec{i}.dat")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "spkrecon", "batch", "video", str(src), "-o", str(out),
-           "-m", "tfi", "--end", "120", "--jobs", "2", "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, start_new_session=True)
-    try:
-        def running() -> list[dict]:
-            path = out / "manifest.jsonl"
-            lines = path.read_text().splitlines() if path.exists() else []
-            return [json.loads(x) for x in lines if x.endswith("}")
-                    and json.loads(x)["status"] == "running"]
 
-        _wait_for(lambda: running() and _partials(out), 120, "a worker writing")
-        victim = running()[0]
+    def running() -> list[dict]:
+        return [x for x in _lines(out) if x["status"] == "running"]
+
+    victim: dict = {}
+
+    def kill(proc: subprocess.Popen) -> None:
+        victim.update(running()[0])
         os.kill(victim["pid"], signal.SIGKILL)
-        stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+
+    proc, stdout, stderr, _ = _batch_video_until(
+        _copies(tmp_path / "in", 4), out, 2, lambda: running() and _partials(out), kill,
+        "--json")
     assert proc.returncode == 1, stderr
     report = json.loads(stdout)
     status = {r["name"]: r for r in report["recordings"]}
