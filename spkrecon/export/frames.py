@@ -94,11 +94,12 @@ class PngFolderWriter(FrameWriter):
         self.count = 0
 
     def write(self, index: int, image: np.ndarray) -> None:
-        import imageio.v3 as iio
+        from PIL import Image  # not imageio: its plugin objects complain when interrupted
 
         data = to_uint8(image) if self.bit_depth == 8 else to_uint16(image)
         try:
-            iio.imwrite(self.tmp / f"frame_{index:06d}.png", data)
+            Image.fromarray(np.ascontiguousarray(data)).save(
+                self.tmp / f"frame_{index:06d}.png", format="PNG")
         except OSError as exc:
             raise write_error(self.path / f"frame_{index:06d}.png", exc) from None
         self.count += 1

@@ -1,0 +1,102 @@
+"""Real signals to a real ``spkrecon`` process while it writes (issue 16).
+
+SIGINT, SIGTERM and SIGHUP arrive in the middle of writing a video, a PNG folder and a
+``.npy`` stack, with and without ``--force`` over an existing output: the process exits
+130 / 143 / 129 with one line on stderr, nothing partial is left, and the old output is
+intact (the run did not finish).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spkrecon.io import write_dat
+
+H, W, T = 100, 160, 3000
+SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+OUTPUTS = {"video": ("video", "out.mp4"), "png": ("frames", "out"), "npy": ("frames", "out.npy")}
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("signals") / "long.dat"
+    rng = np.random.default_rng(0)
+    write_dat(path, (rng.random((T, H, W)) < 0.3).astype(np.uint8))
+    return path
+
+
+def _old_output(path: Path, kind: str) -> None:
+    if kind == "png":
+        path.mkdir()
+        (path / "frame_000007.png").write_bytes(b"an old frame")
+        (path / "frames.json").write_text("{}")
+    else:
+        path.write_bytes(b"an old output")
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
+
+
+def _partial(root: Path) -> Path | None:
+    return next((p for p in root.iterdir() if ".partial-" in p.name), None)
+
+
+def _busy(partial: Path) -> bool:
+    """The run is under way: frames are being written into the partial output."""
+    if partial.is_dir():
+        return len(list(partial.iterdir())) >= 2
+    return partial.exists() and partial.stat().st_size > 0
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["fresh", "force-over-old"])
+@pytest.mark.parametrize("kind", list(OUTPUTS))
+@pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=[s.name for s, _ in SIGNALS])
+def test_signal_leaves_nothing_partial(recording: Path, tmp_path: Path, kind: str,
+                                       force: bool, signum: int, code: int) -> None:
+    command, name = OUTPUTS[kind]
+    out = tmp_path / name
+    if force:
+        _old_output(out, kind)
+    before = _snapshot(tmp_path)
+    args = [sys.executable, "-m", "spkrecon", command, str(recording), "--height", str(H),
+            "--width", str(W), "-m", "tfp", "-w", "5", "-o", str(out), "-q"]
+    if force:
+        args.append("--force")
+    env = {**os.environ, "SPKRECON_PROGRESS": "0"}
+    env.pop("SPKRECON_DEBUG", None)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = _partial(tmp_path)
+            if partial is not None and _busy(partial):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"finished before the signal: {proc.communicate()}"
+        time.sleep(0.2)  # well inside the writing loop
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = err.strip().splitlines()
+    assert proc.returncode == code, err
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "unfinished output was removed" in lines[0] and "Traceback" not in err
+    assert _partial(tmp_path) is None
+    assert _snapshot(tmp_path) == before  # the old output (if any) intact, nothing new
