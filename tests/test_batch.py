@@ -297,3 +297,33 @@ def test_leftovers_of_a_hard_kill_are_removed(recs: Path, tmp_path: Path) -> Non
     assert report.counts() == {"done": 1}
     assert sorted(p.name for p in out.iterdir()) == [".manifest.lock", "a.npy",
                                                      "manifest.jsonl"]
+
+
+class FakeNet:
+    """Stands in for a network method: takes a device, remembers it."""
+
+    name = "fakenet"
+
+    def __init__(self, device: str = "auto", alpha: float = 0.6) -> None:
+        self.device, self.alpha = device, alpha
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        return ["device", "alpha"]
+
+
+def test_gpu_workers_take_their_own_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network on the default device goes to GPU slot % count (LOCAL_RANK under torchrun,
+    the worker's number with --jobs); a named device, and a method without one, are kept."""
+    torch = pytest.importorskip("torch")
+    from spkrecon import methods
+    from spkrecon.batch.render import build_method
+
+    monkeypatch.setitem(methods._REGISTRY, "fakenet", f"{__name__}:FakeNet")
+    monkeypatch.setattr(methods, "create", lambda name, **kw: FakeNet(**kw))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert build_method("fakenet", {}, gpu_slot=3).device == "cuda:1"
+    assert build_method("fakenet", {"device": "cuda"}, gpu_slot=0).device == "cuda:0"
+    assert build_method("fakenet", {"device": "cpu"}, gpu_slot=1).device == "cpu"
+    assert build_method("fakenet", {}, gpu_slot=None).device == "auto"
