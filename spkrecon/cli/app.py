@@ -34,6 +34,7 @@ from spkrecon.cli._common import (
     Width,
     Window,
     fail,
+    given,
     guarded,
     info,
     install_signal_handlers,
@@ -91,13 +92,13 @@ def _method(name: str, window: int | None, alpha: float, params: list[str] | Non
 
 
 def _size_note(src: Any, quiet: bool) -> None:
-    """Say so when a .dat's size fits other common resolutions too (a 416-wide capture
-    decodes silently as 250x400 whenever its size happens to fit)."""
+    """Say so when a .dat's size fits a 416-wide capture too (it would decode silently as
+    250x400 whenever its size happens to fit); ``info`` lists every size that fits."""
     fits = getattr(src, "fitting_resolutions", None)
     if quiet or fits is None:
         return
     others = fits()[1:]
-    if others:
+    if any(w == 416 for _, w, _ in others):
         info(f"note: read as {src.height}x{src.width}; the size also fits "
              f"{_fits_text(others)}")
 
@@ -205,6 +206,7 @@ def video(
 @app.command()
 @guarded
 def frames(
+    ctx: typer.Context,
     recording: Recording,
     output: Annotated[Path, typer.Option("--output", "-o", help="A folder for PNG frames, or "
                       "a .npy file for one float32 (N, H, W) stack.")],
@@ -217,11 +219,15 @@ def frames(
     layout: Layout = "auto", flip: Flip = False, force: Force = False, quiet: Quiet = False,
 ) -> None:
     """Reconstruct frames into a folder of PNGs (8 or 16 bit) or a .npy stack."""
+    from spkrecon.errors import ParameterError
     from spkrecon.export import NpyStackWriter, PngFolderWriter
     from spkrecon.export.frames import check_frames_output, frames_output_kind
     from spkrecon.pipeline import output_indices, reconstruct
     from spkrecon.tonemap import ToneMapper
 
+    if frames_output_kind(output) == "npy" and given(ctx, "bit_depth"):
+        raise ParameterError("--bit-depth applies to PNG frames, not to a .npy stack",
+                             "a .npy stack is float32; drop --bit-depth or write a folder")
     src = _open(recording, height, width, crop_header, layout, flip)
     ToneMapper(tonemap, alpha=alpha, gamma=gamma)  # checks the options before slow work
     output = check_frames_output(output, force)  # before any slow model loading

@@ -327,3 +327,112 @@ def test_bad_input(args: tuple[str, ...], code: int, words: str, template: Path,
     for bad in _FORBIDDEN:
         assert bad not in err + out, f"{bad!r} in the output: {err}"
     assert _tree(tmp_path) == before, "files were created, changed or removed"
+
+
+# -- the fixed cases, seen from the side of what must work --------------------------------
+def test_force_replaces_only_spkrecons_own_frame_folder(template: Path, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    import json
+
+    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
+    root = tmp_path / "w"
+    root.mkdir()
+    write_dat(root / "rec.dat", (np.random.default_rng(0).random((T, H, W)) < 0.3)
+              .astype(np.uint8))
+    args = ["frames", "rec.dat", *R, *TFP, "-w", "9", "--start", "10", "--end", "14",
+            "-o", "out", "-q"]
+    assert run_cli(args, root)[0] == 0
+    assert run_cli([*args, "--force", "-p", "alpha=0.5", "-p", "tfp.window=5"], root)[0] == 0
+    meta = json.loads((root / "out" / "frames.json").read_text())
+    assert meta["params"] == {"window": 5, "alpha": 0.5}  # -p wins over -w and --alpha
+    assert sorted(p.name for p in (root / "out").iterdir()) == [
+        "frame_000010.png", "frame_000011.png", "frame_000012.png", "frame_000013.png",
+        "frames.json"]
+
+
+def test_video_takes_alpha_and_qualified_params(template: Path, tmp_path: Path,
+                                                monkeypatch) -> None:
+    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
+    root = tmp_path / "w"
+    root.mkdir()
+    write_dat(root / "rec.dat", (np.random.default_rng(0).random((T, H, W)) < 0.3)
+              .astype(np.uint8))
+    code, _, err = run_cli(["video", "rec.dat", *R, *TFP, "-p", "alpha=0.5", "-p",
+                            "tfp.window=7", "-o", "v.mp4"], root)
+    assert code == 0, err
+    assert (root / "v.mp4").stat().st_size > 100
+
+
+def test_info_lists_every_size_that_fits(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
+    (tmp_path / "cap.dat").write_bytes(bytes(250 * 400 // 8 * 26))  # also 25 x 250x416
+    code, out, err = run_cli(["info", "cap.dat", "--json"], tmp_path)
+    assert code == 0, err
+    fits = json.loads(out)["fitting_resolutions"]
+    assert fits[0] == [250, 400, 26] and [250, 416, 25] in fits
+    code, out, _ = run_cli(["info", "cap.dat"], tmp_path)
+    assert "250x416 (25 frames)" in out and "--crop-header" in out
+    code, _, err = run_cli(["video", "cap.dat", *TFP, "-w", "3", "-o", "c.mp4"], tmp_path)
+    assert code == 0 and "note: read as 250x400" in err and "--crop-header" in err
+
+
+def test_write_errors_name_the_output_and_say_what_to_do(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from spkrecon.export import PngFolderWriter
+
+    def disk_full(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+
+    monkeypatch.setattr("PIL.Image.Image.save", disk_full)
+    out = tmp_path / "frames"
+    with pytest.raises(Exception) as err, PngFolderWriter(out) as w:
+        w.write(3, np.zeros((4, 8), np.float32))
+    msg = str(err.value)
+    assert f"cannot write {out}/frame_000003.png: No space left on device" in msg
+    assert "free some space" in msg and ".partial" not in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_writes_all_outputs_or_none(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
+    write_dat(tmp_path / "rec.dat", (np.random.default_rng(0).random((T, H, W)) < 0.3)
+              .astype(np.uint8))
+    real = Path.write_text
+
+    def full_for_csv(self, *args, **kwargs):
+        if self.suffix == ".csv":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_for_csv)
+    before = _tree(tmp_path)
+    code, _, err = run_cli(["compare", "rec.dat", *R, "--methods", "tfp", "-k", "30",
+                            "--metrics", "psnr", "--grid", "g.png", "--csv", "c.csv", "-q"],
+                           tmp_path)
+    assert code == 3, err
+    assert err.strip().splitlines() == [
+        "error: cannot write c.csv: No space left on device; free some space on the disk of "
+        ". or write elsewhere"]
+    assert _tree(tmp_path) == before  # the grid was not left behind
+
+
+def test_ffmpeg_failure_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    from spkrecon.errors import OutputError
+    from spkrecon.export import VideoWriter
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\ncat > /dev/null\necho 'ffmpeg version 9 Copyright' >&2\n"
+                    "echo 'out.mp4: Invalid argument' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr("imageio_ffmpeg.get_ffmpeg_exe", lambda: str(fake))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(OutputError) as err, VideoWriter(out) as vw:
+        vw.write(np.zeros((8, 8), np.float32))
+    assert str(err.value) == (f"ffmpeg could not finish {out}: out.mp4: Invalid argument; "
+                              "check the output folder and its free space")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg"]
