@@ -293,6 +293,31 @@ def make_validation(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNet
     return out
 
 
+def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
+                      ) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`make_validation`, kept in the user cache (keyed by everything it depends on)."""
+    import hashlib
+
+    import platformdirs
+
+    from spkrecon.models.weights import atomic_torch_save
+    from spkrecon.suites import holdout_images
+
+    files = [str(p) for folder in cfg.images for p in holdout_images(folder)]
+    keys = {k: v for k, v in asdict(cfg).items() if k not in (
+        "out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
+        "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed")}
+    text = json.dumps([keys, net.to_dict(), files], sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(platformdirs.user_cache_dir("spkrecon")) / f"atsnet-val-{digest}.pt"
+    if path.is_file():
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return [(n, x, y, g) for n, x, y, g in data]
+    val = make_validation(load_images(cfg.images, cfg.max_side, holdout=True), cfg, net)
+    atomic_torch_save(val, path)
+    return val
+
+
 @torch.inference_mode()
 def validate(model: ATSNet, val: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]],
              alpha: float) -> dict[str, float]:
@@ -391,7 +416,7 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         print(f"resumed at step {step} ({elapsed / 60:.1f} min, best {best:.2f})", flush=True)
     images = load_images(cfg.images, cfg.max_side, holdout=False) if cfg.workers == 0 else []
     batches = _Batches(cfg, net_cfg, g, images, seed=cfg.seed * 1000 + step)
-    val = make_validation(load_images(cfg.images, cfg.max_side, holdout=True), cfg, net_cfg)
+    val = cached_validation(cfg, net_cfg)
     log = (out / "log.jsonl").open("a")
     t0 = time.time() - elapsed
     budget_end = time.time() + cfg.minutes * 60
@@ -421,9 +446,10 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        decay = min(cfg.ema, (1 + step) / (10 + step))  # a young average follows quickly
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - cfg.ema)
+                pe.lerp_(pm, 1 - decay)
         step += 1
         samples += x.shape[0]
         running += float(loss.detach())

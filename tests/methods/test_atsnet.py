@@ -78,3 +78,24 @@ def test_spk2imgnet_refuses_atsnet_weights_with_a_hint(tiny_weights: str) -> Non
 
     with pytest.raises(WeightsError, match="--method atsnet"):
         create("spk2imgnet", weights=tiny_weights)
+
+
+def test_auto_prefers_atsnet_over_the_lite_network_without_full_weights(
+        tiny_weights: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from spkrecon.methods import build
+    from spkrecon.methods.auto import ATS_NAME, choose_auto
+    from spkrecon.models.weights import DEFAULT_NAME, ENV_VAR, find_weights
+
+    if find_weights(DEFAULT_NAME) is not None:
+        pytest.skip("full Spk2ImgNet weights are installed here")
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(tiny_weights, folder / f"{ATS_NAME}.pt")
+    monkeypatch.setenv(ENV_VAR, str(folder))
+    name, params, why = choose_auto()
+    assert name == "atsnet" and params["weights"] == str(folder / "atsnet.pt")
+    assert "no full Spk2ImgNet weights" in why
+    method, said = build("auto")
+    assert method.name == "atsnet" and "using atsnet" in (said or "")
