@@ -330,15 +330,18 @@ def test_bad_input(args: tuple[str, ...], code: int, words: str, template: Path,
 
 
 # -- the fixed cases, seen from the side of what must work --------------------------------
-def test_force_replaces_only_spkrecons_own_frame_folder(template: Path, tmp_path: Path,
-                                                        monkeypatch) -> None:
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder holding rec.dat (H x W, T frames); no progress bars."""
+    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
+    write_dat(tmp_path / "rec.dat", (np.random.default_rng(0).random((T, H, W)) < 0.3)
+              .astype(np.uint8))
+    return tmp_path
+
+
+def test_force_replaces_only_spkrecons_own_frame_folder(root: Path) -> None:
     import json
 
-    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
-    root = tmp_path / "w"
-    root.mkdir()
-    write_dat(root / "rec.dat", (np.random.default_rng(0).random((T, H, W)) < 0.3)
-              .astype(np.uint8))
     args = ["frames", "rec.dat", *R, *TFP, "-w", "9", "--start", "10", "--end", "14",
             "-o", "out", "-q"]
     assert run_cli(args, root)[0] == 0
@@ -350,13 +353,7 @@ def test_force_replaces_only_spkrecons_own_frame_folder(template: Path, tmp_path
         "frames.json"]
 
 
-def test_video_takes_alpha_and_qualified_params(template: Path, tmp_path: Path,
-                                                monkeypatch) -> None:
-    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
-    root = tmp_path / "w"
-    root.mkdir()
-    write_dat(root / "rec.dat", (np.random.default_rng(0).random((T, H, W)) < 0.3)
-              .astype(np.uint8))
+def test_video_takes_alpha_and_qualified_params(root: Path) -> None:
     code, _, err = run_cli(["video", "rec.dat", *R, *TFP, "-p", "alpha=0.5", "-p",
                             "tfp.window=7", "-o", "v.mp4"], root)
     assert code == 0, err
@@ -396,12 +393,10 @@ def test_write_errors_name_the_output_and_say_what_to_do(tmp_path: Path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_compare_writes_all_outputs_or_none(tmp_path: Path, monkeypatch) -> None:
+def test_compare_writes_all_outputs_or_none(root: Path, monkeypatch) -> None:
     import errno
 
-    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
-    write_dat(tmp_path / "rec.dat", (np.random.default_rng(0).random((T, H, W)) < 0.3)
-              .astype(np.uint8))
+    tmp_path = root
     real = Path.write_text
 
     def full_for_csv(self, *args, **kwargs):
