@@ -204,3 +204,9 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
 
 def stdout_is_clean() -> bool:
     return not sys.stdout.isatty()
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` (its parameter name) was given on the command line."""
+    # Compared by name: typer may ship its own copy of click's ParameterSource.
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"

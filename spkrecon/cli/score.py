@@ -26,6 +26,7 @@ from spkrecon.cli._common import (
     Weights,
     Width,
     err_console,
+    given,
     info,
     out_console,
 )
@@ -116,7 +117,13 @@ def _open_options(height: int, width: int, crop_header: bool, layout: str,
             "flip": flip}
 
 
+#: ``score``'s options that only act on a reconstruction (with ``--method``).
+_METHOD_ONLY = ("param", "weights", "key_frame", "stride", "alpha", "tonemap", "height",
+                "width", "crop_header", "layout", "flip")
+
+
 def score(
+    ctx: typer.Context,
     frames: Annotated[str, typer.Argument(
         help="Reconstructed frames: a folder of images, a .npy stack (N, H, W) or one image; "
         "or a recording (.dat/.npz/.npy, 'sample') with --method.")],
@@ -178,8 +185,11 @@ def score(
                                        _open_options(height, width, crop_header, layout, flip))
             method_info = describe_method(method, params, mode)
         else:
-            if param or weights or key_frame:
-                raise ParameterError("--param, --weights and --key-frame need --method")
+            named = [f"--{k.replace('_', '-')}" for k in _METHOD_ONLY if given(ctx, k)]
+            if named:
+                raise ParameterError(f"options that need --method: {', '.join(named)} "
+                                     "(without it FRAMES are scored as they are)",
+                                     "add --method NAME to reconstruct a recording first")
             recon = load_frames(frames)
         bars.start("scoring", len(recon) * len(built))
         report = score_frames(recon, truth, built, device, batch_size, bars.advance)

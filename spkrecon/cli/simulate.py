@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from spkrecon.cli._common import Force, Quiet, guarded, info
+from spkrecon.cli._common import given as given_option
 
 _SENSOR = "Sensor"
 _MOTION = "Motion (still images)"
@@ -189,8 +190,7 @@ def simulate(
     from spkrecon.simulate.scenes import input_kind
 
     def given(name: str) -> bool:
-        # Compared by name: typer may ship its own copy of click's ParameterSource.
-        return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+        return given_option(ctx, name)
 
     fields: dict[str, Any] = {
         "height": height, "width": width, "steps": steps, "steps_per_frame": steps_per_frame,

@@ -96,7 +96,8 @@ def train(
         "batch). More steps, slower motion.", rich_help_panel=_SIM)] = (8.0, 40.0),
     model: Annotated[str, typer.Option("--model", help="full (the authors' network), lite "
                                        "(CPU: Net_b, width 24, depth 3, raw_skip, "
-                                       "motion_input, separate_encoders) or net_a .. "
+                                       "motion_input, separate_encoders, flow_align) or "
+                                       "net_a .. "
                                        "net_e (the paper's ablations).",
                                        rich_help_panel=_MODEL)] = "full",
     features: Annotated[int | None, typer.Option("--features", help="Width (feature "

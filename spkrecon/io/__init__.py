@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spkrecon.errors import InputError, RecordingFormatError
+from spkrecon.errors import InputError, ParameterError, RecordingFormatError
 from spkrecon.io.arrays import ArrayRecording, Layout
 from spkrecon.io.dat import (
     COMMON_RESOLUTIONS,
@@ -49,6 +49,14 @@ def open_recording(path: str | os.PathLike, height: int = 250, width: int = 400,
     captures (``width=416`` is implied when ``width`` is left at 400).
     """
     if str(path) == SAMPLE_NAME and not Path(path).exists():
+        unused = [flag for flag, used in (("--height", height != 250), ("--width", width != 400),
+                                           ("--crop-header", crop_header),
+                                           ("--layout", layout != "auto"), ("--flip", flip))
+                  if used]
+        if unused:
+            raise ParameterError(f"{'/'.join(unused)} cannot apply to '{SAMPLE_NAME}'",
+                                 "the bundled sample is a 250x400 .dat without header "
+                                 "columns; drop the option")
         return DatRecording(sample_path(), 250, 400)
     p = Path(path)
     if not p.exists():

@@ -83,11 +83,18 @@ def test_video_writes_playable_mp4(rec: Path, tmp_path: Path) -> None:
 
 
 def test_video_of_the_sample_with_auto_method(tmp_path: Path, monkeypatch) -> None:
+    """The README's main job, on 6 frames: the method ``auto`` documents for a machine
+    without CUDA runs (auto.CPU_CHOICE) and writes one video frame per output frame."""
+    from spkrecon.methods import auto
+
     monkeypatch.chdir(tmp_path)
-    res = run("video", "sample", "--end", "60")
+    monkeypatch.setattr(auto, "_cuda_available", lambda: False)
+    res = run("video", "sample", "--end", "6")
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "sample.mp4").stat().st_size > 1000
-    assert "method auto: using" in res.stderr
+    assert f"method auto: using {auto.CPU_CHOICE} (" in res.stderr
+    assert "wrote sample.mp4 (6 frames, 400x250" in res.stderr
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "sample.mp4"))
+    assert frames == 6
 
 
 def test_frames_png_and_npy(rec: Path, tmp_path: Path) -> None:

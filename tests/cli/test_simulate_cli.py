@@ -83,6 +83,105 @@ def test_config_repeats_and_overrides(tmp_path: Path, png: Path) -> None:
     assert json.loads(c.with_suffix(".json").read_text())["config"]["seed"] == 10
 
 
+# Every option that a sidecar records, given again with --config, lands in the new run's
+# configuration: (option and value, the configuration's value that must follow).
+OVERRIDES = [
+    (("--steps", "30"), lambda c: c["steps"] == 30),
+    (("--motion", "none"), lambda c: c["motion"] is None),
+    (("--objects", "2"), lambda c: c["motion"]["objects"] == [2, 2]),
+    (("--max-speed", "2.5"), lambda c: c["motion"]["max_speed"] == 2.5),
+    (("--camera-speed", "0.5"), lambda c: c["motion"]["camera_max_speed"] == 0.5),
+    (("--resample", "bicubic"), lambda c: c["motion"]["resample"] == "bicubic"),
+    (("--sprites", "SPRITES"), lambda c: (c["sprites"] or "").endswith("in.png")),
+    (("--alpha", "0.5"), lambda c: c["alpha"] == 0.5),
+    (("--theta", "0.9"), lambda c: c["theta"] == 0.9),
+    (("--noise", "off"), lambda c: c["noise"] is None),
+    (("--noise-scale", "0.25"), lambda c: c["noise"]["scale"] == 0.25),  # stays realistic
+    (("--substeps", "2"), lambda c: c["substeps"] == 2),
+    (("--height", "32"), lambda c: c["height"] == 32),
+    (("--width", "48"), lambda c: c["width"] == 48),
+    (("--seed", "3"), lambda c: c["seed"] == 3),
+    (("--gt-step", "5"), lambda c: c["gt_steps"] == [5]),
+    (("--gt-every", "10"), lambda c: c["gt_every"] == 10),
+    (("--gt-all",), lambda c: c["gt_all"] is True),
+    (("--chunk", "8"), lambda c: c["chunk"] == 8),
+    (("--device", "cpu"), lambda c: c["device"] == "cpu"),  # the only device here
+]
+
+
+@pytest.fixture
+def noisy_run(tmp_path: Path, png: Path) -> tuple[Path, dict]:
+    a = tmp_path / "a.dat"
+    res = run("simulate", str(png), "-o", str(a), "--height", "40", "--width", "64", "--steps",
+              "20", "--objects", "1", "--max-speed", "1", "--noise", "realistic",
+              "--noise-scale", "0.5", "--seed", "9", "-q")
+    assert res.exit_code == 0, res.output
+    return a.with_suffix(".json"), json.loads(a.with_suffix(".json").read_text())["config"]
+
+
+@pytest.mark.parametrize("option,check", OVERRIDES, ids=[o[0][0] for o in OVERRIDES])
+def test_config_override_of_every_option(tmp_path: Path, png: Path, noisy_run, option,
+                                         check) -> None:
+    sidecar, before = noisy_run
+    option = tuple(str(png) if v == "SPRITES" else v for v in option)
+    out = tmp_path / "o.dat"
+    res = run("simulate", "-o", str(out), "--config", str(sidecar), *option, "-q")
+    assert res.exit_code == 0, res.output
+    after = json.loads(out.with_suffix(".json").read_text())["config"]
+    assert check(after), (option, after)
+    changed = {k for k in after if after[k] != before[k]}
+    if option[0] != "--device":
+        assert not check(before), f"{option} is the base run's value already"
+        assert len(changed) == 1, changed  # nothing else moved
+    else:
+        assert not changed
+
+
+def test_config_override_of_frame_options(tmp_path: Path) -> None:
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i in range(3):
+        iio.imwrite(frames / f"f{i}.png", (street_scene(60, 90, i).numpy() * 255).astype(np.uint8))
+    a = tmp_path / "a.dat"
+    assert run("simulate", str(frames), "-o", str(a), "--height", "40", "--width", "64",
+               "--steps-per-frame", "4", "-q").exit_code == 0
+    for option, key, value in ((("--steps-per-frame", "3"), "steps_per_frame", 3.0),
+                               (("--interp", "linear"), "interp", "linear")):
+        out = tmp_path / f"{key}.dat"
+        res = run("simulate", "-o", str(out), "--config", str(a.with_suffix(".json")), *option,
+                  "-q")
+        assert res.exit_code == 0, res.output
+        assert json.loads(out.with_suffix(".json").read_text())["config"][key] == value
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--noise-scale", "0.5"), "--noise-scale has no effect without noise"),
+    (("--motion", "none", "--objects", "2"), "--objects has no effect with --motion none"),
+    (("--motion", "none", "--resample", "bicubic"), "--resample has no effect"),
+    (("--interp", "linear"), "--interp applies to frame folders and videos"),
+    (("--steps-per-frame", "4"), "--steps-per-frame applies to frame folders"),
+])
+def test_options_that_cannot_apply_are_errors(tmp_path: Path, png: Path, args, needle) -> None:
+    res = run("simulate", str(png), "-o", str(tmp_path / "x.dat"), *SMALL, *args, "-q")
+    assert needle in one_line_error(res, 2)
+    assert not (tmp_path / "x.dat").exists()
+
+
+def test_config_options_that_cannot_apply_are_errors(tmp_path: Path, png: Path) -> None:
+    a = tmp_path / "a.dat"
+    assert run("simulate", str(png), "-o", str(a), *SMALL, "--motion", "none",
+               "-q").exit_code == 0
+    sidecar = str(a.with_suffix(".json"))
+    res = run("simulate", "-o", str(tmp_path / "b.dat"), "--config", sidecar, "--objects", "2")
+    assert "does not move" in one_line_error(res, 2)
+    res = run("simulate", "-o", str(tmp_path / "c.dat"), "--config", sidecar,
+              "--noise-scale", "2")
+    assert "no effect without noise" in one_line_error(res, 2)
+    res = run("simulate", "-o", str(tmp_path / "d.dat"), "--config", sidecar, "--motion",
+              "random", "--objects", "2", "-q")
+    assert res.exit_code == 0, res.output
+
+
 def test_progress_goes_to_stderr(tmp_path: Path, png: Path) -> None:
     res = run("simulate", str(png), "-o", str(tmp_path / "p.dat"), *SMALL)
     assert res.exit_code == 0

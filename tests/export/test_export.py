@@ -76,18 +76,31 @@ def test_existing_outputs_need_force(tmp_path: Path) -> None:
 
 
 def test_unwritable_folder_is_refused(tmp_path: Path) -> None:
+    """A folder this process may not write into: a read-only folder for an ordinary user;
+    as root (who may write anywhere) a folder the kernel keeps read-only even for root,
+    ``/proc/sys``, so that the check runs here too."""
     import os
 
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user that can write anywhere")
-        with pytest.raises(OutputError, match="not writable"):
-            VideoWriter(ro / "v.mp4")
+        folder = next((d for d in (ro, Path("/proc/sys"))
+                       if d.is_dir() and not os.access(d, os.W_OK)), None)
+        if folder is None:
+            pytest.skip("no folder here is closed to this user")
+        with pytest.raises(OutputError, match=f"folder {folder} is not writable"):
+            VideoWriter(folder / "v.mp4")
+        assert not (folder / "v.mp4").exists()
     finally:
         ro.chmod(0o700)
+
+
+def test_a_file_where_a_folder_is_needed_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="a file is in the way"):
+        VideoWriter(tmp_path / "file" / "sub" / "v.mp4")
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_png_folder_8_and_16_bit(tmp_path: Path) -> None:

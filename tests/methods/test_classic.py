@@ -67,8 +67,24 @@ def test_registry_suggests_and_validates() -> None:
         create("tfp", window=0)
     with pytest.raises(ParameterError):
         create("tfi", alpha=1.5)
+
+
+
+def test_auto_on_a_machine_without_cuda(monkeypatch) -> None:
+    """``build("auto")`` with the repository's shipped weights and no CUDA GPU picks
+    ``auto.CPU_CHOICE`` (the CPU network) and says why; a TFP-only parameter is dropped."""
+    pytest.importorskip("torch")
+    from spkrecon.methods import auto
+    from spkrecon.models.weights import DEFAULT_NAME, LITE_NAME, find_weights
+
+    monkeypatch.setattr(auto, "_cuda_available", lambda: False)
+    lite = find_weights(LITE_NAME)
+    assert lite is not None, "the shipped CPU weights are missing"
     method, why = build("auto", window=9)
-    assert why and method.name in available()
+    assert method.name == auto.CPU_CHOICE
+    missing = "no CUDA GPU" if find_weights(DEFAULT_NAME) else "no full Spk2ImgNet weights"
+    assert why == (f"method auto: using {auto.CPU_CHOICE} ({missing}; the CPU model "
+                   f"{LITE_NAME} ({lite}) is present)")
 
 
 def test_parameters_are_described() -> None:

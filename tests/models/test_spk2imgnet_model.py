@@ -40,7 +40,8 @@ def test_reproduces_the_authors_outputs(reference):
     assert len(outs) == len(reference["outputs"]) == 6
     for got, want in zip(outs, reference["outputs"], strict=True):
         assert got.shape == want.shape
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+        # float rounding only: measured below 1e-6 (docs/spk2imgnet.md)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_reference_detects_a_broken_deformable_path(reference):

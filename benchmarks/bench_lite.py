@@ -1,0 +1,106 @@
+"""Speed of the shipped CPU network (``spk2imgnet-lite``) on the bundled 250x400 sample.
+
+1. Seconds per output frame in steady state (stride 1, the default of ``video``/``frames``),
+   for each ``--threads`` count: ``--frames`` frames after ``--warmup`` frames, reconstructed
+   through ``spkrecon.pipeline.reconstruct`` with the shipped weights; the best of
+   ``--rounds`` rounds is kept (the development machine is shared).
+2. With ``--main-job``: the wall time of the README's quick-start job,
+   ``spkrecon video sample -o sample.mp4`` (all 240 frames, ``--method auto``), run as a
+   subprocess with torch's default threads.
+
+The load average before and after each part is printed beside the figures: on a shared
+machine they move with it.
+
+    python benchmarks/bench_lite.py [--threads 1 2] [--frames 6] [--main-job] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not on every platform
+        return float("nan")
+
+
+def per_frame(threads: int, frames: int, warmup: int, rounds: int) -> float:
+    import torch
+
+    from spkrecon.io import open_recording
+    from spkrecon.methods import create
+    from spkrecon.pipeline import reconstruct
+    from spkrecon.tonemap import ToneMapper
+
+    torch.set_num_threads(threads)
+    src = open_recording("sample")
+    best = float("inf")
+    for _ in range(rounds):
+        method = create("spk2imgnet-lite")
+        stream = reconstruct(src, method, range(60, 60 + warmup + frames), ToneMapper("auto"))
+        for _ in range(warmup):
+            next(stream)
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            next(stream)
+        best = min(best, (time.perf_counter() - t0) / frames)
+    return best
+
+
+def main_job() -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "spkrecon", "video", "sample", "-o",
+                        str(Path(tmp) / "sample.mp4"), "-q"], check=True, cwd=ROOT)
+        return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--main-job", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    import torch
+
+    from spkrecon.train.checkpoint import machine
+
+    out: dict[str, object] = {"machine": machine(), "torch": torch.__version__,
+                              "frames": args.frames, "per_frame_s": {}}
+    for n in args.threads:
+        before = load()
+        s = per_frame(n, args.frames, args.warmup, args.rounds)
+        out["per_frame_s"][str(n)] = {"seconds": round(s, 3), "load": [before, load()]}
+        if not args.json:
+            print(f"lite, 250x400, stride 1, {n} thread(s): {s:.2f} s/frame "
+                  f"(load {before} -> {load()})", flush=True)
+    if args.main_job:
+        before = load()
+        s = main_job()
+        out["main_job_s"] = {"seconds": round(s, 1), "load": [before, load()]}
+        if not args.json:
+            print(f"spkrecon video sample -o sample.mp4: {s:.0f} s (load {before} -> {load()})")
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"machine: {out['machine']}; torch {out['torch']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
