@@ -18,12 +18,13 @@ from typing import Any
 
 from spkrecon.models.weights import DEFAULT_NAME, LITE_NAME, find_weights
 
-#: The method ``--method auto`` runs on a machine without a CUDA GPU when spkrecon's shipped
-#: CPU weights are present (step 2 above): the one place the tests and docs take it from.
-CPU_CHOICE = LITE_NAME
-
 #: spkrecon's own CPU network (``weights/atsnet.pt``).
 ATS_NAME = "atsnet"
+
+#: The CPU networks ``--method auto`` tries on a machine without a CUDA GPU (steps 2 and 3
+#: above), in order: the first whose weights are found runs. The one place the tests take
+#: auto's CPU choice from.
+CPU_PREFERENCE = (ATS_NAME, LITE_NAME)
 
 
 def _has_torch() -> bool:
@@ -56,14 +57,17 @@ def choose_auto(weights: str | None = None) -> tuple[str, dict[str, Any], str]:
     from spkrecon.methods import available
 
     why = "no CUDA GPU" if full is not None else "no full Spk2ImgNet weights"
-    ats = find_weights(ATS_NAME)
-    if ats is not None and ATS_NAME in available():
-        return (ATS_NAME, {"weights": str(ats), "device": "auto"},
-                f"{why}; spkrecon's CPU network {ATS_NAME} ({ats}) is present")
-    if lite is not None:
-        name = CPU_CHOICE if CPU_CHOICE in available() else "spk2imgnet"
-        return (name, {"weights": str(lite), "device": "auto"},
-                f"{why}; the CPU model {LITE_NAME} ({lite}) is present")
+    for cpu in CPU_PREFERENCE:
+        found = lite if cpu == LITE_NAME else find_weights(cpu)
+        if found is None:
+            continue
+        if cpu == LITE_NAME:  # the spk2imgnet reconstructor runs these weights too
+            name = cpu if cpu in available() else "spk2imgnet"
+            return (name, {"weights": str(found), "device": "auto"},
+                    f"{why}; the CPU model {LITE_NAME} ({found}) is present")
+        if cpu in available():
+            return (cpu, {"weights": str(found), "device": "auto"},
+                    f"{why}; spkrecon's CPU network {cpu} ({found}) is present")
     if full is not None:
         return ("tfp", {}, f"Spk2ImgNet weights are present ({full}) but there is no CUDA GPU "
                 "and no CPU model; run --method spk2imgnet to use them on the CPU (slow)")

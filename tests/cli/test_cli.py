@@ -83,15 +83,17 @@ def test_video_writes_playable_mp4(rec: Path, tmp_path: Path) -> None:
 
 
 def test_video_of_the_sample_with_auto_method(tmp_path: Path, monkeypatch) -> None:
-    """The README's main job, on 6 frames: the method ``auto`` documents for a machine
-    without CUDA runs (auto.CPU_CHOICE) and writes one video frame per output frame."""
+    """The README's main job, on 6 frames: without CUDA, the first network of
+    ``auto.CPU_PREFERENCE`` with weights runs and writes one video frame per output frame."""
     from spkrecon.methods import auto
+    from spkrecon.models.weights import find_weights
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(auto, "_cuda_available", lambda: False)
     res = run("video", "sample", "--end", "6")
     assert res.exit_code == 0, res.output
-    assert f"method auto: using {auto.CPU_CHOICE} (" in res.stderr
+    expected = next(n for n in auto.CPU_PREFERENCE if find_weights(n) is not None)
+    assert f"method auto: using {expected} (" in res.stderr
     assert "wrote sample.mp4 (6 frames, 400x250" in res.stderr
     frames, _ = imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "sample.mp4"))
     assert frames == 6
