@@ -46,7 +46,7 @@ import numpy as np
 from spkrecon.errors import InputError, OutputError, ParameterError
 
 SUITE_FORMAT = "spkrecon-suite/1"
-#: Bump when this module's way of building recordings changes (the suites are rebuilt).
+#: Part of every suite's hash: bump it when the recordings' layout changes.
 GENERATOR_VERSION = 1
 #: Image files considered by :func:`holdout_images` (lower-case suffixes).
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -79,7 +79,7 @@ def holdout_images(folder: str | Path) -> list[Path]:
 # -- specification ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class SuiteSpec:
-    """Everything that determines a suite's recordings (with the images and the code)."""
+    """Everything that determines a suite's recordings (with the images and the simulator)."""
 
     name: str
     conditions: tuple[float, ...]
@@ -300,15 +300,25 @@ def _sha256(path: Path) -> str:
     return file_digest([path])
 
 
-def _code_digest() -> str:
-    """SHA-256 of the simulator's source and the ``.dat`` writer: a change rebuilds the
-    suites (as does a new :data:`GENERATOR_VERSION`)."""
-    root = Path(__file__).resolve().parent
-    files = sorted((root / "simulate").glob("*.py")) + [root / "io" / "dat.py"]
+def simulator_fingerprint(images: Sequence[Path]) -> str:
+    """SHA-256 of three tiny recordings built the suites' way (a pan at 4 px/step past the
+    photo's edge, sprites, a dark still): it changes when the simulator's output does, and
+    not when only its text does (a comment, a docstring)."""
+    import tempfile
+
+    import torch
+
+    canary = [(SuiteSpec("speed", (4.0,), 1, 16, 24, steps=24, key=12, margin=0.1), 4.0, 0),
+              (SuiteSpec("speed", (1.0,), 2, 16, 24, steps=24, key=12), 1.0, 1),
+              (SuiteSpec("light", (0.03,), 1, 16, 24, steps=24, key=12, max_speed=0.0),
+               0.03, 0)]
     h = hashlib.sha256(f"generator {GENERATOR_VERSION}".encode())
-    for p in files:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        for spec, cond, j in canary:
+            plan, sensor_seed = plan_recording(spec, cond, j, images[:3])
+            r = simulate_recording(spec, plan, sensor_seed, Path(tmp))
+            for key in ("dat", "gt"):
+                h.update((Path(tmp) / r[key]).read_bytes())
     return h.hexdigest()
 
 
@@ -318,7 +328,7 @@ def suite_hash(spec: SuiteSpec, images: Sequence[Path]) -> tuple[str, dict[str, 
 
     what = {"format": SUITE_FORMAT, "spec": spec.to_dict(),
             "images": [[p.name, _sha256(p)] for p in images],
-            "code": _code_digest(), "torch": torch.__version__}
+            "simulator": simulator_fingerprint(images), "torch": torch.__version__}
     text = json.dumps(what, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest(), what
 
@@ -381,11 +391,12 @@ def build_suite(spec: SuiteSpec, images: Sequence[Path], out: str | Path,
                 on_start: Callable[[int, bool], None] | None = None) -> tuple[Path, dict]:
     """Build suite ``spec`` from held-out ``images`` into ``out/<name>/``, or reuse it.
 
-    The folder is reused when its ``suite.json`` has the same hash (spec, images, simulator
-    code, torch version) and every file still has its recorded SHA-256; otherwise it is
-    rebuilt in a temporary folder that replaces it at the end. A folder without
-    ``suite.json`` that is not empty is never touched. Returns ``(folder, suite.json dict)``.
-    ``on_start(recordings, reused)`` is called first, ``advance(1)`` after each recording.
+    The folder is reused when its ``suite.json`` has the same hash (spec, images' bytes,
+    :func:`simulator_fingerprint`, torch version) and every file still has its recorded
+    SHA-256; otherwise it is rebuilt in a temporary folder that replaces it at the end. A
+    folder without ``suite.json`` that is not empty is never touched. Returns
+    ``(folder, suite.json dict)``. ``on_start(recordings, reused)`` is called first,
+    ``advance(1)`` after each recording.
     """
     folder = Path(out) / spec.name
     digest, what = suite_hash(spec, images)
@@ -441,7 +452,7 @@ def _fill(spec: SuiteSpec, images: Sequence[Path], tmp: Path, digest: str,
                 files[r[key]] = _sha256(tmp / r[key])
         meta = {"format": SUITE_FORMAT, "hash": digest, "spec": spec.to_dict(),
                 "noise": _noise(spec).to_dict() if _noise(spec) is not None else None,
-                "images": [n for n, _ in what["images"]], "code": what["code"],
+                "images": [n for n, _ in what["images"]], "simulator": what["simulator"],
                 "torch": what["torch"], "seconds": round(time.perf_counter() - t0, 2),
                 "recordings": recordings, "files": files}
         (tmp / "suite.json").write_text(json.dumps(meta, indent=1) + "\n")
