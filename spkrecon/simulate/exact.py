@@ -143,11 +143,9 @@ def normal(shape: tuple[int, ...], generator: torch.Generator | None = None,
 
 
 # float32 versions for noise, accurate to about 1e-7 (fewer terms, half the memory)
-_F32_LOG_COEFFS = _ATANH_COEFFS[:5]
-_F32_SIN_COEFFS = _SIN_COEFFS[:6]
-_F32_COS_COEFFS = _COS_COEFFS[:7]
-_F32_PIO2_HI = 1.5703125  # 8 bits: k * _F32_PIO2_HI is exact in float32
-_F32_PIO2_LO = 4.8382679489661923e-04
+_F32_LOG_COEFFS = _ATANH_COEFFS[:4]
+_F32_SIN_COEFFS = _SIN_COEFFS[:5]
+_F32_COS_COEFFS = _COS_COEFFS[:6]
 
 
 def _log_f32(x: torch.Tensor) -> torch.Tensor:
@@ -155,26 +153,37 @@ def _log_f32(x: torch.Tensor) -> torch.Tensor:
     bits = x.view(torch.int32)
     e = (bits >> 23) - 127
     m = ((bits & ((1 << 23) - 1)) | (127 << 23)).view(torch.float32)
-    big = m > _SQRT2
-    m = torch.where(big, m * 0.5, m)
-    e = (e + big.to(torch.int32)).to(torch.float32)
+    big = (m > _SQRT2).to(torch.float32)
+    m = m * (1.0 - 0.5 * big)  # halved or as it is, exactly (torch.where is slow here)
+    e = e.to(torch.float32) + big
     s = (m - 1.0) / (m + 1.0)
     return e * _LN2_HI + (e * _LN2_LO + (_horner(s * s, _F32_LOG_COEFFS) * s) * 2.0)
 
 
 def box_muller(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independent standard normal float32 arrays from uniform float64 ``u (2, ...)`` in
-    [0, 1): ``r cos(2 pi u1)`` and ``r sin(2 pi u1)`` with ``r = sqrt(-2 log(1 - u0))``,
-    evaluated in float32 (noise needs no more)."""
+    """Two independent standard normal float32 arrays from uniform ``u (2, ...)`` in [0, 1)
+    (float32 from ``torch.rand`` is exact: whole multiples of 2**-24): ``r cos(2 pi u1)`` and
+    ``r sin(2 pi u1)`` with ``r = sqrt(-2 log(1 - u0))``, evaluated in float32 (noise needs
+    no more)."""
     one_minus = (1.0 - u[0]).to(torch.float32).clamp(min=2.0**-126)  # > 0: rand < 1
     radius = torch.sqrt(_log_f32(one_minus) * -2.0)
-    x = (u[1] * (2 * math.pi)).to(torch.float32)
-    k = torch.round(x * _TWO_OVER_PI)
-    r = (x - k * _F32_PIO2_HI) - k * _F32_PIO2_LO
+    # 2 pi u1 = (q + 1/2 + f) pi / 2 with quadrant q = floor(4 u1) and f in [-1/2, 1/2):
+    # no argument reduction needed (4 u1 and its parts are exact)
+    v = u[1].to(torch.float32) * 4.0
+    q = torch.floor(v)
+    r = ((v - q) - 0.5) * (math.pi / 2)  # |r| <= pi / 4
     r2 = r * r
-    s, c, q = _horner(r2, _F32_SIN_COEFFS) * r, _horner(r2, _F32_COS_COEFFS), \
-        k.to(torch.int64) & 3
-    return radius * _quadrant(s, c, (q + 1) & 3), radius * _quadrant(s, c, q)
+    s, c = _horner(r2, _F32_SIN_COEFFS) * r, _horner(r2, _F32_COS_COEFFS)
+    # angle r + pi/4 + q pi/2: rotate (cos r, sin r) by pi/4, then by q quarter turns
+    c45, s45 = (c - s) * math.sqrt(0.5), (c + s) * math.sqrt(0.5)
+    # selections and sign flips as exact products with 0, 1 and -1 (torch.where is slow)
+    odd = torch.remainder(q, 2.0)
+    even = 1.0 - odd
+    sign_c = 1.0 - 2.0 * ((q == 1) | (q == 2)).to(torch.float32)
+    sign_s = 1.0 - 2.0 * (q >= 2).to(torch.float32)
+    cos_ = (s45 * odd + c45 * even) * sign_c
+    sin_ = (c45 * odd + s45 * even) * sign_s
+    return radius * cos_, radius * sin_
 
 
 # -- resampling ----------------------------------------------------------------------------
