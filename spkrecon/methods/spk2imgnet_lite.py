@@ -8,7 +8,8 @@ shallow depth, plus four spkrecon additions: the blocks' spike frames reach the 
 matching (``motion_input``), each block position has its own feature extractor
 (``separate_encoders``), and a small learned flow per neighbour block warps its features
 onto the key block (``flow_align``). It is trained with ``spkrecon train --model lite`` (see
-docs/training.md); the shipped weights score 35.12 dB on the shared REDS samples.
+docs/training.md); the shipped weights score 35.12 dB on the shared REDS samples, an in-sample
+figure (those five recordings picked its checkpoint and steered its training).
 Everything else is :class:`spkrecon.methods.spk2imgnet.Spk2ImgNet`.
 """
 
