@@ -81,7 +81,12 @@ class ArrayRecording(SpikeSource):
                             f"named {' / '.join(_NPZ_KEYS)}",
                             "save the spikes under the name 'spikes' "
                             "(numpy.savez(path, spikes=array))")
-                    return z[pick]
+                    arr = z[pick]
+                    if not isinstance(arr, np.ndarray):
+                        raise RecordingFormatError(
+                            f"{self.path} holds '{pick}', which is not a numpy array",
+                            "an .npz recording holds its spikes as a .npy array named 'spikes'")
+                    return arr
             return np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             if "pickle" in str(exc):

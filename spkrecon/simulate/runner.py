@@ -275,6 +275,9 @@ def check_outputs(out_dat: str | Path, force: bool = False) -> dict[str, Path]:
     when one exists (without ``force``) or cannot be written."""
     from spkrecon.export.atomic import check_output
 
+    if Path(out_dat).name in ("", ".", "..") or Path(out_dat).is_dir():
+        raise OutputError(f"{out_dat} is a folder, not a recording's name",
+                          f"give a file name, e.g. {Path(out_dat) / 'recording.dat'}")
     paths = output_paths(Path(out_dat))
     if paths["dat"].suffix.lower() != ".dat":
         raise OutputError(f"{paths['dat']} must end in .dat",

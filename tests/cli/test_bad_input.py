@@ -62,6 +62,10 @@ def _make_fixtures(root: Path) -> None:
     np.save(root / "flat.npy", np.zeros((H, W), np.uint8))
     np.save(root / "ok.npy", spikes[:20])
     np.savez(root / "multi.npz", a=spikes[:4], b=spikes[:4])
+    import zipfile
+
+    with zipfile.ZipFile(root / "text.npz", "w") as z:
+        z.writestr("spikes.npy", "a text file, zipped")
     (root / "existing.mp4").write_bytes(b"an old video")
     (root / "existing.dat").write_bytes(b"an old recording")
     (root / "blocker").write_text("a file where a folder would go")
@@ -132,6 +136,7 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("info-non-binary", ("info", "grey.npy"), 2, "values from 3 to 3"),
     ("info-2d-array", ("info", "flat.npy"), 2, "3-D"),
     ("info-npz-no-spikes", ("info", "multi.npz"), 2, "save the spikes under the name"),
+    ("info-npz-not-an-array", ("info", "text.npz"), 2, "holds 'spikes', which is not a numpy"),
     ("info-bad-layout", ("info", "ok.npy", "--layout", "xyz"), 2, "layout must be"),
     ("info-odd-resolution", ("info", "rec.dat", "--height", "7", "--width", "7"), 2,
      "multiple of 8"),
@@ -241,6 +246,8 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
      "fake.png is a text file, not a readable image"),
     ("simulate-wrong-extension", ("simulate", "img.png", "-o", "j.mp4"), 3,
      "j.mp4 must end in .dat"),
+    ("simulate-current-folder", ("simulate", "img.png", "-o", "."), 3,
+     ". is a folder, not a recording's name"),
     ("simulate-exists", ("simulate", "img.png", "-o", "existing.dat"), 3, "--force"),
     ("simulate-noise", ("simulate", "img.png", "-o", "j.dat", "--noise", "loud"), 2, "loud"),
     ("simulate-missing", ("simulate", "missing.png", "-o", "j.dat"), 2, "does not exist"),
