@@ -5,7 +5,7 @@ recordings with ground truth from the held-out images of ``--images`` (``spkreco
 ``zlib.crc32(name) % 8 == 0``), simulated by spkrecon's own sensor model:
 
 - speed: camera pans and moving sprites at 0, 0.15, 0.5, 1, 2 and 4 px per readout step,
-  normal light, 201 frames, key frame index 100;
+  normal light, 257 frames, key frame index 128;
 - light: 0.3, 0.1 and 0.03 spikes per pixel per frame, 0-0.2 px per step, 401 frames, key
   frame index 200.
 

@@ -5,8 +5,8 @@ images (:func:`holdout_images`: the files whose ``zlib.crc32(name) % 8 == 0``; t
 excludes them), written as files, and every registered method is scored on them:
 
 - ``speed``: camera pans and moving sprites at exactly 0, 0.15, 0.5, 1, 2 and 4 px per
-  readout step, in normal light (``alpha = 0.6``, the image's grey as is); 201 frames, key
-  frame index 100.
+  readout step, in normal light (``alpha = 0.6``, the image's grey as is); 257 frames, key
+  frame index 128 (so a 255-frame window fits around it).
 - ``light``: mean firing rates of 0.3, 0.1 and 0.03 spikes per pixel per frame (the image
   scaled by a gain ``k`` per recording), motion drawn uniformly in 0-0.2 px per step; 401
   frames, key frame index 200.
@@ -47,7 +47,7 @@ from spkrecon.errors import InputError, OutputError, ParameterError
 
 SUITE_FORMAT = "spkrecon-suite/1"
 #: Part of every suite's hash: bump it when the recordings' layout changes.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Image files considered by :func:`holdout_images` (lower-case suffixes).
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 #: An image is held out when ``zlib.crc32(name.encode()) % HOLDOUT_MODULUS == 0``.
@@ -131,7 +131,7 @@ def speed_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed
                 noise: str = "off", speeds: Sequence[float] = SPEEDS) -> SuiteSpec:
     """The speed curve: pans and sprites at each of ``speeds`` px/step, normal light."""
     return SuiteSpec("speed", tuple(float(s) for s in speeds), per_condition, size[0], size[1],
-                     seed, steps=201, key=100, noise=noise)
+                     seed, steps=257, key=128, noise=noise)
 
 
 def light_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed: int = 0,

@@ -136,7 +136,7 @@ def test_suite_builds_deterministically(tmp_path: Path, images: list[Path],
     assert len(meta["recordings"]) == 6
     assert [r["label"] for r in meta["recordings"]] == ["0", "0.15", "0.5", "1", "2", "4"]
     for r in meta["recordings"]:
-        assert (folder / r["dat"]).stat().st_size == 201 * SIZE[0] * SIZE[1] // 8
+        assert (folder / r["dat"]).stat().st_size == 257 * SIZE[0] * SIZE[1] // 8
         gt = np.load(folder / r["gt"])
         assert gt.dtype == np.float32 and gt.shape == SIZE
         assert (folder / r["gt_png"]).is_file()
@@ -220,7 +220,7 @@ def test_scores_tables_and_plots(tmp_path: Path, speed_built: tuple[Path, dict])
         result = S.score_suites([(folder, meta)], methods)
     info = result["methods"]
     assert "skipped" in info["spk2imgnet"] or "seconds" in info["spk2imgnet"]
-    assert "speed" in info["tfp:window=401"]["not_run"]  # 401 frames do not fit in 201
+    assert "speed" in info["tfp:window=401"]["not_run"]  # 401 frames do not fit in 257
     tfp = {s["label"]: s for s in result["scores"] if s["method"] == "tfp"}
     assert set(tfp) == {"0", "0.15", "0.5", "1", "2", "4"}
     # A real property of TFP-41: a pan at 4 px/step smears it far more than a still.
