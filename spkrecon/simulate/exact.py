@@ -208,20 +208,16 @@ def _pad_coord(p: torch.Tensor, size: int, padding: str) -> torch.Tensor:
     return p
 
 
-def _taps(p0: torch.Tensor, offsets: range, size: int, padding: str
-          ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """Whole tap coordinates ``p0 + k`` as in-range int64 indices, and for ``zeros`` padding
-    whether each tap is inside (``None``: moved inside by the padding)."""
-    idx, inside = [], []
+def _taps(p0: torch.Tensor, offsets: range, size: int, padding: str) -> list[torch.Tensor]:
+    """Whole tap coordinates ``p0 + k`` as in-range int64 indices (moved inside by the
+    padding; ``clamp``: the nearest edge pixel, zero where the image was padded with zeros)."""
+    idx = []
     for k in offsets:
         p = p0 + k
-        if padding == "zeros":
-            inside.append((p >= 0) & (p <= size - 1))
-        else:
+        if padding != "clamp":
             p = _pad_coord(p, size, padding)
-            inside.append(None)
         idx.append(p.clamp(0, size - 1).to(torch.int64))
-    return idx, inside
+    return idx
 
 
 def _cubic_weights(t: torch.Tensor) -> list[torch.Tensor]:
@@ -244,14 +240,11 @@ def _inside(x: torch.Tensor, y: torch.Tensor, h: int, w: int) -> bool:
 
 def _bilinear(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, h: int, w: int,
               padding: str) -> torch.Tensor:
-    if padding != "zeros" and not _inside(x, y, h, w):  # moved inside, as grid_sample does
+    if padding != "clamp" and not _inside(x, y, h, w):  # moved inside, as grid_sample does
         x, y = _pad_coord(x, w, padding), _pad_coord(y, h, padding)
     x0, y0 = torch.floor(x), torch.floor(y)
     fx, fy = (x - x0).to(flat.dtype), (y - y0).to(flat.dtype)
     wx, wy = [1.0 - fx, fx], [1.0 - fy, fy]
-    if padding == "zeros":  # taps outside count 0: fold that into the weights (exact)
-        wx = [wx[0] * ((x0 >= 0) & (x0 <= w - 1)), wx[1] * ((x0 >= -1) & (x0 <= w - 2))]
-        wy = [wy[0] * ((y0 >= 0) & (y0 <= h - 1)), wy[1] * ((y0 >= -1) & (y0 <= h - 2))]
     # flat indices of the four taps: the first, one column on (0 at the right edge), one
     # row on (0 at the bottom edge); whole numbers, exact in the coordinates' float type
     if h * w > 2**24 and x0.dtype != F64:  # beyond float32's whole numbers
@@ -287,29 +280,34 @@ def sample(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mode: str = "b
         raise ValueError(f"unknown resampling mode {mode!r}")
     if padding not in PADDINGS:
         raise ValueError(f"unknown padding {padding!r}")
-    b, c, h, w = image.shape
     pts = x.shape[1:]
+    x = x.reshape(x.shape[0], -1)
+    y = y.reshape(y.shape[0], -1)
+    if padding == "zeros":
+        # a border of zeros as wide as the taps reach, then taps clamped into it: a tap
+        # outside the image reads 0 (no masks: mixed-type products are slow)
+        pad = 1 if mode == "bilinear" else 2
+        image = torch.nn.functional.pad(image, (pad, pad, pad, pad))
+        x, y, padding = x + pad, y + pad, "clamp"
+    b, c, h, w = image.shape
     flat = image.to(dtype).reshape(b, c, h * w)
-    x = x.reshape(b, -1)
-    y = y.reshape(b, -1)
     if mode == "bilinear":
         out = _bilinear(flat, x, y, h, w, padding)
     else:
         x0, y0 = torch.floor(x), torch.floor(y)
         wx = [t.to(flat.dtype) for t in _cubic_weights(x - x0)]
         wy = [t.to(flat.dtype) for t in _cubic_weights(y - y0)]
-        ix, inx = _taps(x0, range(-1, 3), w, padding)
-        iy, iny = _taps(y0, range(-1, 3), h, padding)
+        ix = _taps(x0, range(-1, 3), w, padding)
+        iy = [t * w for t in _taps(y0, range(-1, 3), h, padding)]
         out = None
         for j in range(4):
             row = None
             for i in range(4):
-                weight = wx[i] if inx[i] is None else wx[i] * inx[i]
-                idx = (iy[j] * w + ix[i])[:, None].expand(-1, c, -1)
-                v = torch.gather(flat, 2, idx) * weight[:, None]
+                idx = (iy[j] + ix[i])[:, None].expand(-1, c, -1)
+                v = torch.gather(flat, 2, idx) * wx[i][:, None]
                 row = v if row is None else row + v
             assert row is not None
-            v = row * (wy[j] if iny[j] is None else wy[j] * iny[j])[:, None]
+            v = row * wy[j][:, None]
             out = v if out is None else out + v
     assert out is not None
     return out.reshape(b, c, *pts)
