@@ -1,4 +1,5 @@
-"""Speed of the shipped CPU network (``spk2imgnet-lite``) on the bundled 250x400 sample.
+"""Speed of the CPU networks (``spk2imgnet-lite``; ``--methods`` adds others, e.g.
+``atsnet``) on the bundled 250x400 sample, in the same run.
 
 1. Seconds per output frame in steady state (stride 1, the default of ``video``/``frames``),
    for each ``--threads`` count: ``--frames`` frames after ``--warmup`` frames, reconstructed
@@ -13,7 +14,8 @@
 The load average before and after each part is printed beside the figures: on a shared
 machine they move with it.
 
-    python benchmarks/bench_lite.py [--threads 1 2] [--frames 6] [--main-job] [--json]
+    python benchmarks/bench_lite.py [--threads 1 2] [--frames 6] [--methods M ...] [--main-job]
+                                    [--json]
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ def load() -> float:
         return float("nan")
 
 
-def per_frame(threads: int, frames: int, warmup: int, rounds: int) -> tuple[float, float]:
+def per_frame(threads: int, frames: int, warmup: int, rounds: int,
+              method: str = "spk2imgnet-lite", params: dict[str, str] | None = None
+              ) -> tuple[float, float]:
     import torch
 
     from spkrecon.io import open_recording
-    from spkrecon.methods import create
+    from spkrecon.methods import Reconstructor, create
     from spkrecon.pipeline import reconstruct
     from spkrecon.tonemap import ToneMapper
 
@@ -50,8 +54,12 @@ def per_frame(threads: int, frames: int, warmup: int, rounds: int) -> tuple[floa
     src = open_recording("sample")
     best, cpu = float("inf"), float("inf")
     for _ in range(rounds):
-        method = create("spk2imgnet-lite")
-        stream = reconstruct(src, method, range(60, 60 + warmup + frames), ToneMapper("auto"))
+        rec = create(method, **(params or {}))
+        if type(rec).stream is Reconstructor.stream:
+            # The base stream reconstructs batch_frames frames per call: one frame a call
+            # makes each next() cost one frame, as for the networks with their own stream.
+            rec.batch_frames = 1
+        stream = reconstruct(src, rec, range(60, 60 + warmup + frames), ToneMapper("auto"))
         for _ in range(warmup):
             next(stream)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -76,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", default=["spk2imgnet-lite"],
+                        help="methods timed in the same run, NAME or NAME:weights=PATH "
+                             "(e.g. spk2imgnet-lite atsnet:weights=training/atsnet/best.pt)")
     parser.add_argument("--main-job", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -85,14 +96,18 @@ def main(argv: list[str] | None = None) -> int:
 
     out: dict[str, object] = {"machine": machine(), "torch": torch.__version__,
                               "frames": args.frames, "per_frame_s": {}}
-    for n in args.threads:
-        before = load()
-        s, cpu = per_frame(n, args.frames, args.warmup, args.rounds)
-        out["per_frame_s"][str(n)] = {"seconds": round(s, 3), "cpu_seconds": round(cpu, 3),
-                                      "load": [before, load()]}
-        if not args.json:
-            print(f"lite, 250x400, stride 1, {n} thread(s): {s:.2f} s/frame, CPU "
-                  f"{cpu:.2f} s/frame (load {before} -> {load()})", flush=True)
+    for spec in args.methods:
+        name, *pairs = spec.split(":")
+        params = dict(p.split("=", 1) for p in pairs)
+        for n in args.threads:
+            before = load()
+            s, cpu = per_frame(n, args.frames, args.warmup, args.rounds, name, params)
+            key = str(n) if spec == "spk2imgnet-lite" else f"{spec} {n}"
+            out["per_frame_s"][key] = {"seconds": round(s, 3), "cpu_seconds": round(cpu, 3),
+                                       "load": [before, load()]}
+            if not args.json:
+                print(f"{spec}, 250x400, stride 1, {n} thread(s): {s:.2f} s/frame, CPU "
+                      f"{cpu:.2f} s/frame (load {before} -> {load()})", flush=True)
     if args.main_job:
         before = load()
         s = main_job()
