@@ -225,7 +225,18 @@ def run_job(job: Job, folder: Path, method: Any, settings: BatchSettings,
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident memory so far, in MB (None where unknown)."""
+    """This process's peak resident memory so far, in MB (None where unknown).
+
+    Linux: ``VmHWM``, the peak of this program's own address space (``ru_maxrss`` would
+    count the parent that a spawned worker was forked from before it ran Python afresh).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
     try:
         import resource
     except ImportError:  # pragma: no cover - Windows
