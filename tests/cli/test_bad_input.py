@@ -287,10 +287,18 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("weights-import-alpha", ("weights", "import", "text.pt", "--alpha", "2", "-o", "x.pt"), 2,
      "alpha must be in (0, 1]"),
     ("weights-no-command", ("weights", "bogus"), 2, "No such command"),
+    # -- batch --------------------------------------------------------------------------
+    ("batch-missing", ("batch", "video", "missing.dat", "-o", "bout"), 2, "does not exist"),
+    ("batch-param-type", ("batch", "video", "rec.dat", *R, *TFP, "-p", "window=abc", "-o",
+                          "bout"), 2, "window takes an integer"),
+    ("batch-unknown-method", ("batch", "frames", "rec.dat", *R, "-m", "tfpp", "-o", "bout"),
+     2, "did you mean 'tfp'"),
+    ("batch-output-is-a-file", ("batch", "frames", "rec.dat", *R, *TFP, "-o", "existing.dat"),
+     3, "must be a folder"),
 ]
 
 #: Commands that take -q (the corpus asks for quiet runs where there is a choice).
-_QUIET = {"info", "video", "frames", "score", "compare", "simulate", "train"}
+_QUIET = {"info", "video", "frames", "score", "compare", "simulate", "train", "batch"}
 _FORBIDDEN = ("Traceback", "allow_pickle", "pip install", "ffmpeg version", "FFMPEG COMMAND",
               "UserWarning", ".partial-", "with --key", "nan to nan", "internal error")
 
