@@ -90,7 +90,12 @@ def guarded(fn: F) -> F:
         except OSError as exc:
             if STATE["debug"]:
                 traceback.print_exc()
-            where = f" ({_public_name(exc.filename)})" if getattr(exc, "filename", None) else ""
+            name = getattr(exc, "filename", None)
+            if name and _PARTIAL.match(Path(os.fsdecode(name)).name):  # writing an output
+                from spkrecon.export.atomic import write_error
+
+                raise fail(_escape(str(write_error(_public_name(name), exc))), 3) from None
+            where = f" ({_public_name(name)})" if name else ""
             raise fail(_escape(f"{exc.strerror or exc}{where}"), 1) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence
             if STATE["debug"]:

@@ -446,3 +446,28 @@ def test_ffmpeg_failure_is_one_line(tmp_path: Path, monkeypatch) -> None:
     assert str(err.value) == (f"ffmpeg could not finish {out}: out.mp4: Invalid argument; "
                               "check the output folder and its free space")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg"]
+
+
+def test_an_os_error_on_a_partial_file_is_named_by_its_output(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """A write error met anywhere (here the simulator's .dat stream) names the output, not
+    the hidden temporary file, says what to do, and exits 3."""
+    import errno
+
+    import spkrecon.simulate.runner as runner
+
+    def disk_full(scene, steps, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runner, "stream_to_dat", disk_full)
+    monkeypatch.setenv("SPKRECON_PROGRESS", "0")
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "img.png", np.zeros((16, 16), np.uint8))
+    before = _tree(tmp_path)
+    code, _, err = run_cli(["simulate", "img.png", "-o", "s.dat", "--height", "16", "--width",
+                            "16", "--steps", "5", "-q"], tmp_path)
+    assert code == 3, err
+    assert err.strip() == ("error: cannot write s.dat: No space left on device; free some "
+                           "space on the disk of . or write elsewhere")
+    assert _tree(tmp_path) == before
