@@ -75,9 +75,9 @@ def test_resize_and_box_filter_are_torchs() -> None:
     assert torch.equal(exact.box3(b), F.avg_pool2d(b[None, None].double(), 3, 1, 1)[0, 0])
 
 
-# Runs in a fresh interpreter: the sample scene, and a photo under a random camera path with
-# sprites, realistic noise, bicubic resampling and substeps; prints the SHA-256 of the spikes
-# and of the light.
+# Runs in a fresh interpreter: the sample scene, a photo under a random camera path with
+# sprites, realistic noise, bicubic resampling and substeps, and resized frames blended
+# linearly; prints the SHA-256 of the spikes and of the light.
 _SCRIPT = textwrap.dedent("""
     import hashlib, sys
     import torch
@@ -96,6 +96,11 @@ _SCRIPT = textwrap.dedent("""
     scene = random_motion_scene(photo[None], (60, 80), 30, cfg, g)
     res = simulate_batch(scene, 30, noise=NoiseModel(), generator=g, gt_steps=[3, 15],
                          substeps=2)
+    h.update(res.spikes.numpy().tobytes()); h.update(res.gt.numpy().tobytes())
+    from spkrecon.simulate.scenes import FrameScene, resize_cover
+    frames = torch.stack([resize_cover(street_scene(90, 140, seed=s), 50, 70) for s in (1, 2)])
+    res = simulate_batch(FrameScene(frames[None], 6.0, interp="linear"), generator=g,
+                         gt_steps=[4])
     h.update(res.spikes.numpy().tobytes()); h.update(res.gt.numpy().tobytes())
     print(h.hexdigest())
 """)
