@@ -228,8 +228,8 @@ def train(
                f"{result.best_psnr:.2f})" if result.last_val else "")
         info(f"stopped ({result.stopped}) at step {result.step}, {result.samples} samples in "
              f"{result.elapsed / 60:.1f} min{val}; weights: {result.weights}")
-    if result.stopped == "interrupted":
-        raise typer.Exit(130)
+    if result.stopped == "interrupted":  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
+        raise typer.Exit(128 + (result.signal or 2))
 
 
 class _Display:

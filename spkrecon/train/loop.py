@@ -50,6 +50,8 @@ class TrainResult:
     best_psnr: float | None = None
     last_val: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), if any.
+    signal: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": str(self.out), "step": self.step, "samples": self.samples,
@@ -174,6 +176,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.set = False
+        self.signum: int | None = None
         self._old: Any = None
 
     def __enter__(self) -> _StopFlag:
@@ -181,8 +184,9 @@ class _StopFlag:
             self._old = signal.signal(signal.SIGTERM, self._handle)
         return self
 
-    def _handle(self, *_: Any) -> None:
+    def _handle(self, signum: int, *_: Any) -> None:
         self.set = True
+        self.signum = signum
 
     def __exit__(self, *_: Any) -> None:
         if self._old is not None:
@@ -435,8 +439,9 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
                 if D.any_rank(late or flag.set, info, device):
                     stopped = "interrupted" if flag.set else "time"
                     break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGHUP through the CLI's handler
             stopped = "interrupted"
+            flag.signum = getattr(exc, "signum", signal.SIGINT)
         final_val = stopped != "interrupted" and bool(val_set) and last_val_step != step and (
             budget is None or run_elapsed() + 1.2 * val_cost + save_cost < budget)
         if stopped != "interrupted" and D.any_rank(final_val, info, device):
@@ -449,6 +454,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, device: torch.device, resume: bool,
         log.close()
     last_val = next((h for h in reversed(history) if "psnr" in h), None)
     result = TrainResult(out, step, samples, elapsed_before + run_elapsed(), stopped,
-                         out / ck.WEIGHTS if info.main else None, best, last_val, history)
+                         out / ck.WEIGHTS if info.main else None, best, last_val, history,
+                         flag.signum if stopped == "interrupted" else None)
     emit("end", result.to_dict())
     return result

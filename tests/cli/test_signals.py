@@ -54,6 +54,23 @@ def _partial(root: Path) -> Path | None:
     return next((p for p in root.iterdir() if ".partial-" in p.name), None)
 
 
+def _signal_when(proc: subprocess.Popen, ready, signum: int, settle: float = 0.0) -> str:
+    """Send ``signum`` to ``proc`` once ``ready()`` holds (it must still be running), then
+    return its stderr."""
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        assert proc.poll() is None, f"finished before the signal: {proc.communicate()}"
+        time.sleep(settle)
+        proc.send_signal(signum)
+        return proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _busy(partial: Path) -> bool:
     """The run is under way: frames are being written into the partial output."""
     if partial.is_dir():
@@ -79,24 +96,39 @@ def test_signal_leaves_nothing_partial(recording: Path, tmp_path: Path, kind: st
     env.pop("SPKRECON_DEBUG", None)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            partial = _partial(tmp_path)
-            if partial is not None and _busy(partial):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"finished before the signal: {proc.communicate()}"
-        time.sleep(0.2)  # well inside the writing loop
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def ready() -> bool:
+        partial = _partial(tmp_path)
+        return partial is not None and _busy(partial)
+
+    err = _signal_when(proc, ready, signum, settle=0.2)  # well inside the writing loop
     lines = err.strip().splitlines()
     assert proc.returncode == code, err
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert "unfinished output was removed" in lines[0] and "Traceback" not in err
     assert _partial(tmp_path) is None
     assert _snapshot(tmp_path) == before  # the old output (if any) intact, nothing new
+
+
+@pytest.mark.parametrize(("signum", "code"), SIGNALS[1:], ids=[s.name for s, _ in SIGNALS[1:]])
+def test_train_stops_cleanly_on_a_signal(tmp_path: Path, signum: int, code: int) -> None:
+    """``train`` finishes its step, writes last.pt and the weights, and exits 128 + signal."""
+    import imageio.v3 as iio
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        iio.imwrite(tmp_path / "imgs" / f"{i}.png",
+                    (np.random.default_rng(i).random((48, 48)) * 255).astype(np.uint8))
+    run = tmp_path / "run"
+    env = {**os.environ, "SPKRECON_PROGRESS": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spkrecon", "train", "--images", str(tmp_path / "imgs"),
+         "--model", "lite", "--features", "4", "--blocks", "1", "--patch", "16",
+         "--batch-size", "1", "--steps", "100000", "--val-dir", "none", "--threads", "1",
+         "--log-every", "1", "-o", str(run), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = run / "log.jsonl"
+    err = _signal_when(proc, lambda: log.is_file() and '"step"' in log.read_text(), signum)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert (run / "last.pt").is_file() and (run / "weights.pt").is_file()
+    assert not [p.name for p in run.iterdir() if ".partial" in p.name]

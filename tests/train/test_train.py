@@ -196,6 +196,7 @@ def test_resume_continues_exactly(tiny_data: dict[str, Path], tmp_path: Path) ->
     part = tiny(tmp_path / "part", tiny_data, steps=8, noise_prob=0.5)
     first = run(part, callback=stop_at_3)
     assert first.stopped == "interrupted" and first.step == 3
+    assert first.signal == 2  # SIGINT: the CLI exits 130 (143 for SIGTERM, 129 for SIGHUP)
     assert (first.out / "last.pt").is_file() and (first.out / "weights.pt").is_file()
     with pytest.raises(OutputError):
         run(part)  # refuses to overwrite a run without --resume/--force
