@@ -51,12 +51,14 @@ def install_signal_handlers() -> None:
     """SIGTERM and SIGHUP unwind like Ctrl-C (partial outputs are removed on the way) and
     exit 143 / 129. A second signal during that clean-up is ignored."""
 
+    ours = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
     def handler(signum: int, _frame: Any) -> None:
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        for sig in (*ours, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         raise Terminated(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in ours:
         signal.signal(sig, handler)
 
 
