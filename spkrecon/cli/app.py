@@ -258,6 +258,7 @@ def methods(
     import inspect
 
     from spkrecon.methods import available, get_class
+    from spkrecon.methods.params import describe_type, parameter_types
 
     rows = []
     for name in available():
@@ -274,7 +275,9 @@ def methods(
             for p in inspect.signature(init).parameters.values():
                 if p.name != "self" and p.default is not p.empty:
                     params[p.name] = p.default
-        rows.append({"name": name, "summary": cls.summary, "params": params})
+        declared = parameter_types(cls)
+        rows.append({"name": name, "summary": cls.summary, "params": params,
+                     "types": {k: describe_type(declared.get(k, Any)) for k in params}})
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return

@@ -99,6 +99,13 @@ def _options(hint: Any) -> list[Any]:
     return [hint]
 
 
+def describe_type(hint: Any) -> str:
+    """A declared type in words: ``int | None`` -> "an integer or none"."""
+    if hint is Any:
+        return "any value"
+    return " or ".join(dict.fromkeys(_describe(o) for o in _options(hint)))
+
+
 def _describe(option: Any) -> str:
     if option is type(None):
         return "none"
@@ -175,9 +182,8 @@ def convert_value(method: str, key: str, value: Any, hint: Any) -> Any:
             return _convert_one(value, option)
         except (ValueError, TypeError):
             continue
-    expected = " or ".join(dict.fromkeys(_describe(o) for o in options))
     raise ParameterError(f"parameter {key}={value!s} of method '{method}' is not valid: "
-                         f"{key} takes {expected}")
+                         f"{key} takes {describe_type(hint)}")
 
 
 def convert_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -188,4 +194,5 @@ def convert_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: convert_value(method, k, v, hints.get(k, Any)) for k, v in params.items()}
 
 
-__all__ = ["convert_params", "convert_value", "parameter_types", "split_item", "split_params"]
+__all__ = ["convert_params", "convert_value", "describe_type", "parameter_types", "split_item",
+           "split_params"]

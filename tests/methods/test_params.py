@@ -63,3 +63,16 @@ def test_split_params_assigns_plain_keys_to_every_taker() -> None:
     assert split_params(["u0=1"], ["tfp"], drop_unknown=True) == {"tfp": {}}
     with pytest.raises(ParameterError, match="KEY=VALUE or METHOD.KEY=VALUE"):
         split_params(["tfp.=3"], ["tfp"])
+
+
+def test_methods_json_lists_the_declared_types() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from spkrecon.cli import app
+
+    res = CliRunner().invoke(app, ["methods", "--json"])
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["tfp"]["types"] == {"alpha": "a number", "window": "an integer"}
+    assert rows["tfstp"]["types"]["public_readout"] == "true or false"
