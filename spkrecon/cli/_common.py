@@ -190,6 +190,10 @@ Gamma = Annotated[float | None, typer.Option(
     rich_help_panel="Display")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or status lines.")]
+Fps = Annotated[float, typer.Option("--fps", help="Playback frames per second.")]
+Crf = Annotated[int, typer.Option("--crf", help="H.264 quality: 0 lossless .. 51 worst.")]
+Preset = Annotated[str, typer.Option("--preset", help="x264 speed/size preset "
+                                     "(ultrafast .. veryslow).")]
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:

@@ -15,17 +15,20 @@ from spkrecon.errors import Terminated
 from spkrecon.cli._common import (
     STATE,
     Alpha,
+    Crf,
     CropHeader,
     Device,
     End,
     Flip,
     Force,
+    Fps,
     Gamma,
     Height,
     Layout,
     Method,
     Params,
     Precision,
+    Preset,
     Quiet,
     Start,
     Stride,
@@ -173,11 +176,7 @@ def video(
     weights: Weights = None, device: Device = None, precision: Precision = None,
     tonemap: Tonemap = "auto", gamma: Gamma = None,
     start: Start = None, end: End = None, stride: Stride = 1,
-    fps: Annotated[float, typer.Option("--fps", help="Playback frames per second.")] = 30.0,
-    crf: Annotated[int, typer.Option("--crf", help="H.264 quality: 0 lossless .. 51 worst.")
-                   ] = 18,
-    preset: Annotated[str, typer.Option("--preset", help="x264 speed/size preset "
-                      "(ultrafast .. veryslow).")] = "veryfast",
+    fps: Fps = 30.0, crf: Crf = 18, preset: Preset = "veryfast",
     height: Height = 250, width: Width = 400, crop_header: CropHeader = False,
     layout: Layout = "auto", flip: Flip = False, force: Force = False, quiet: Quiet = False,
 ) -> None:
