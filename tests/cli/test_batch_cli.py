@@ -224,3 +224,34 @@ def test_batch_worker_killed_fails_only_its_recording(tmp_path: Path) -> None:
     assert "worker process died (killed by signal 9)" in status[victim["name"]]["error"]
     assert report["counts"] == {"done": 3, "failed": 1}
     assert _partials(out) == [] and len(list(out.glob("*.mp4"))) == 3
+
+
+@pytest.mark.slow
+def test_batch_parent_killed_takes_its_workers_along(tmp_path: Path) -> None:
+    """SIGKILL of the batch process (no clean-up possible there): its workers get SIGTERM,
+    remove their partial outputs and exit; the manifest says 'running', so the same command
+    redoes those recordings."""
+    out = tmp_path / "out"
+
+    def running() -> list[dict]:
+        return [x for x in _lines(out) if x["status"] == "running"]
+
+    proc, _, _, cmd = _batch_video_until(
+        _copies(tmp_path / "in", 3), out, 2, lambda: len(running()) == 2 and _partials(out),
+        lambda p: os.kill(p.pid, signal.SIGKILL))
+    assert proc.returncode == -signal.SIGKILL
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    _wait_for(lambda: all(gone(x["pid"]) for x in running()) and not _partials(out), 30,
+              "the workers to stop")
+    again = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=ENV,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["counts"].get("done", 0) >= 2
+    assert len(list(out.glob("*.mp4"))) == 3
