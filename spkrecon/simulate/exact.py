@@ -245,25 +245,25 @@ def _bilinear(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, h: int, w: i
     x0, y0 = torch.floor(x), torch.floor(y)
     fx, fy = (x - x0).to(flat.dtype), (y - y0).to(flat.dtype)
     wx, wy = [1.0 - fx, fx], [1.0 - fy, fy]
-    # flat indices of the four taps: the first, one column on (0 at the right edge), one
-    # row on (0 at the bottom edge); whole numbers, exact in the coordinates' float type
-    if h * w > 2**24 and x0.dtype != F64:  # beyond float32's whole numbers
-        x0, y0 = x0.to(F64), y0.to(F64)
-    x0c, y0c = x0.clamp(0, w - 1), y0.clamp(0, h - 1)
-    first = (y0c * w + x0c).to(torch.int64)
-    step_x = ((x0 + 1).clamp(0, w - 1) - x0c).to(torch.int64)
-    step_y = (((y0 + 1).clamp(0, h - 1) - y0c) * w).to(torch.int64)
+    rows = [y0.clamp(0, h - 1).to(torch.int64) * w, (y0 + 1).clamp(0, h - 1).to(torch.int64) * w]
+    cols = [x0.clamp(0, w - 1).to(torch.int64), (x0 + 1).clamp(0, w - 1).to(torch.int64)]
+    return _separable(flat, rows, cols, wy, wx)
+
+
+def _separable(flat: torch.Tensor, rows: list[torch.Tensor], cols: list[torch.Tensor],
+               wy: list[torch.Tensor], wx: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_j wy[j] * sum_i wx[i] * flat[rows[j] + cols[i]]`` in that fixed order: the taps
+    of ``flat (B, C, H*W)`` at flat row offsets ``rows`` and columns ``cols`` (each ``(B, P)``,
+    int64), weighted per point."""
     c = flat.shape[1]
     out = None
-    for dy in range(2):
-        base = first if dy == 0 else first + step_y
+    for r, w_r in zip(rows, wy, strict=True):
         row = None
-        for dx in range(2):
-            idx = (base if dx == 0 else base + step_x)[:, None].expand(-1, c, -1)
-            v = torch.gather(flat, 2, idx) * wx[dx][:, None]
+        for col, w_c in zip(cols, wx, strict=True):
+            v = torch.gather(flat, 2, (r + col)[:, None].expand(-1, c, -1)) * w_c[:, None]
             row = v if row is None else row + v
         assert row is not None
-        v = row * wy[dy][:, None]
+        v = row * w_r[:, None]
         out = v if out is None else out + v
     assert out is not None
     return out
@@ -297,18 +297,9 @@ def sample(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mode: str = "b
         x0, y0 = torch.floor(x), torch.floor(y)
         wx = [t.to(flat.dtype) for t in _cubic_weights(x - x0)]
         wy = [t.to(flat.dtype) for t in _cubic_weights(y - y0)]
-        ix = _taps(x0, range(-1, 3), w, padding)
-        iy = [t * w for t in _taps(y0, range(-1, 3), h, padding)]
-        out = None
-        for j in range(4):
-            row = None
-            for i in range(4):
-                idx = (iy[j] + ix[i])[:, None].expand(-1, c, -1)
-                v = torch.gather(flat, 2, idx) * wx[i][:, None]
-                row = v if row is None else row + v
-            assert row is not None
-            v = row * wy[j][:, None]
-            out = v if out is None else out + v
+        cols = _taps(x0, range(-1, 3), w, padding)
+        rows = [t * w for t in _taps(y0, range(-1, 3), h, padding)]
+        out = _separable(flat, rows, cols, wy, wx)
     assert out is not None
     return out.reshape(b, c, *pts)
 
