@@ -46,6 +46,10 @@ class ATSNetConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128)
     #: Floor of the brightness scale ``s`` (spikes per frame).
     min_scale: float = 2e-3
+    #: Output = a per-pixel softmax mixture of the count and interval estimates (the
+    #: network picks the temporal support) plus a learned correction; off: the 15-frame
+    #: count plus the correction (the first trained networks).
+    mixture: bool = False
 
     def __post_init__(self) -> None:
         self.tfp_windows = tuple(int(w) for w in self.tfp_windows)
@@ -62,6 +66,11 @@ class ATSNetConfig:
         """Frames read on each side of the key frame."""
         snap = max((abs(o) + self.snapshot_width // 2 for o in self.snapshot_offsets), default=0)
         return max(max(self.tfp_windows) // 2, RADIUS, snap, self.raw_radius)
+
+    @property
+    def estimates(self) -> int:
+        """Leading feature channels that are rate estimates (counts, then intervals)."""
+        return len(self.tfp_windows) + len(self.isi_orders)
 
     @property
     def channels(self) -> int:
@@ -139,8 +148,9 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class ATSNet(nn.Module):
     """U-Net on :func:`window_features`: ``(N, C, H, W)`` -> normalised rate ``(N, 1, H, W)``.
 
-    The output adds a learned correction to the 15-frame count (a residual on a baseline
-    that is good in ordinary light and motion), so training starts from a sane estimate.
+    The output adds a learned correction to a per-pixel softmax mixture of the count and
+    interval estimates (``mixture``: the network chooses each pixel's temporal support), or
+    to the 15-frame count; either starts as the 15-frame count, a sane estimate.
     """
 
     def __init__(self, config: ATSNetConfig | None = None) -> None:
@@ -158,6 +168,15 @@ class ATSNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.base_channel = cfg.tfp_windows.index(15) if 15 in cfg.tfp_windows else 0
+        self.select: nn.Conv2d | None = None
+        if cfg.mixture:
+            # Starts as (almost) the 15-frame count: the same function as a network without
+            # the mixture, so a trained one grows into it (strict=False load).
+            self.select = nn.Conv2d(w[0], cfg.estimates, 3, 1, 1)
+            nn.init.zeros_(self.select.weight)
+            with torch.no_grad():
+                self.select.bias.zero_()
+                self.select.bias[self.base_channel] = 8.0
 
     @property
     def multiple(self) -> int:
@@ -173,7 +192,11 @@ class ATSNet(nn.Module):
             skip = skips.pop()
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = up(torch.cat([y, skip], 1))
-        return x[:, self.base_channel:self.base_channel + 1] + self.head(y)
+        if self.select is None:
+            return x[:, self.base_channel:self.base_channel + 1] + self.head(y)
+        weights = torch.softmax(self.select(y).float(), 1)
+        base = (weights * x[:, :self.config.estimates].float()).sum(1, keepdim=True)
+        return base + self.head(y)
 
 
 def pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:

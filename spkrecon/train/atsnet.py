@@ -86,7 +86,9 @@ class ATSTrainConfig:
     workers: int = 1
     #: Training steps per simulated batch (each with its own flip / rotation / time reversal).
     reuse: int = 2
-    model: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=lambda: {"mixture": True})
+    #: Start from these weights (a weights file); layers they lack keep their fresh values.
+    init: str = ""
 
 
 class GainScene(Scene):
@@ -293,12 +295,16 @@ def make_validation(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNet
     return out
 
 
+def val_cache_path(digest: str) -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("spkrecon")) / f"atsnet-val-{digest}.pt"
+
+
 def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
                       ) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """:func:`make_validation`, kept in the user cache (keyed by everything it depends on)."""
     import hashlib
-
-    import platformdirs
 
     from spkrecon.models.weights import atomic_torch_save
     from spkrecon.suites import holdout_images
@@ -306,10 +312,11 @@ def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
     files = [str(p) for folder in cfg.images for p in holdout_images(folder)]
     keys = {k: v for k, v in asdict(cfg).items() if k not in (
         "out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
-        "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed")}
-    text = json.dumps([keys, net.to_dict(), files], sort_keys=True)
+        "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed", "model",
+        "init")}
+    text = json.dumps([keys, net.radius, files], sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = Path(platformdirs.user_cache_dir("spkrecon")) / f"atsnet-val-{digest}.pt"
+    path = val_cache_path(digest)
     if path.is_file():
         data = torch.load(path, map_location="cpu", weights_only=True)
         return [(n, x, y, g) for n, x, y, g in data]
@@ -401,6 +408,15 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
     cfg.model = net_cfg.to_dict()
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     model = ATSNet(net_cfg)
+    if cfg.init and not (out / "last.pt").exists():
+        from spkrecon.models.atsnet import load_atsnet
+
+        start, _ = load_atsnet(cfg.init)
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+        if unexpected:
+            raise ValueError(f"{cfg.init} has layers this network lacks: {unexpected}")
+        print(f"initialised from {cfg.init} (fresh: {', '.join(missing) or 'none'})",
+              flush=True)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, best, elapsed = 0, -math.inf, 0.0
@@ -491,15 +507,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images", action="append", required=True)
     ap.add_argument("--out", default="training/atsnet")
     for name, f in ATSTrainConfig.__dataclass_fields__.items():
-        if name in ("images", "out", "model"):
+        if name in ("images", "out", "model", "init"):
             continue
         ap.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default)
     ap.add_argument("--widths", default=None, help="U-Net widths, e.g. 16,32,64,128")
+    ap.add_argument("--init", default="", help="start from these weights (grown if smaller)")
+    ap.add_argument("--no-mixture", action="store_true",
+                    help="the 15-frame count plus a correction, without the estimate mixture")
     args = vars(ap.parse_args(argv))
     widths = args.pop("widths")
+    mixture = not args.pop("no_mixture")
     cfg = ATSTrainConfig(**args)
+    cfg.model = {"mixture": mixture}
     if widths:
-        cfg.model = {"widths": [int(w) for w in widths.split(",")]}
+        cfg.model["widths"] = [int(w) for w in widths.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     print(json.dumps(train(cfg)))
 
