@@ -58,3 +58,26 @@ def test_shipped_network_scores_its_documented_psnr(weights: Path, reds_dir: Pat
 def test_the_documented_table_is_read() -> None:
     table = documented_psnr()
     assert table["tfp"]["200_part1"] == 31.60 and len(table["tfp"]) == 5
+
+
+#: Figures on data no training saw (the bundled sample's procedural street, key frame 121
+#: against sample_gt.png), as README.md, docs/results.md and docs/training.md quote them.
+SAMPLE_PSNR = {"spk2imgnet-lite": 30.07}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SAMPLE_PSNR))
+def test_held_out_sample_figure_is_reproduced_and_quoted(name: str, torch_one_thread) -> None:
+    from spkrecon.io import open_recording
+    from spkrecon.methods import create
+    from spkrecon.metrics.psnr import psnr
+    from spkrecon.scoring import load_image
+
+    want = SAMPLE_PSNR[name]
+    for doc in ("README.md", "docs/results.md", "docs/training.md"):
+        assert f"{want:.2f} dB" in (ROOT / doc).read_text(), f"{doc} does not quote {want}"
+    src = open_recording("sample")
+    rate = dict(create(name, device="cpu").stream(src, [120]))[120]
+    gt = load_image(ROOT / "spkrecon" / "data" / "sample_gt.png")
+    got = psnr(np.clip(rate / 0.6, 0, 1), gt, data_range=1.0)
+    assert abs(got - want) <= 0.05, f"{name} on the sample: {got:.3f} dB, documented {want}"
