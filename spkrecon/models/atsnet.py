@@ -255,7 +255,15 @@ def load_atsnet(spec: str | Path | None = None) -> tuple[ATSNet, dict[str, Any]]
     from spkrecon.errors import WeightsError
     from spkrecon.models.weights import FORMAT, _torch_load, resolve_weights
 
-    path = resolve_weights(spec or NAME)
+    try:
+        path = resolve_weights(spec or NAME)
+    except WeightsError as exc:
+        if spec not in (None, NAME):
+            raise
+        raise WeightsError(str(exc).split(";")[0].rstrip(". "),
+                           "spkrecon does not ship ATSNet weights yet: train them with "
+                           "'python -m spkrecon.train.atsnet' (docs/atsnet.md) and pass "
+                           "-p weights=PATH, or use --method auto") from None
     data = _torch_load(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a spkrecon weights file")
