@@ -1,0 +1,85 @@
+"""The ATSNet trainer: a few real steps on simulated data, checkpoints, resume, hold-out."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spkrecon.models.atsnet import ATSNetConfig, load_atsnet  # noqa: E402
+from spkrecon.train import atsnet as T  # noqa: E402
+
+
+def _names(count: int, holdout: bool) -> list[str]:
+    out, i = [], 0
+    while len(out) < count:
+        name = f"img_{i:04d}.png"
+        if (zlib.crc32(name.encode()) % 8 == 0) == holdout:
+            out.append(name)
+        i += 1
+    return out
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> Path:
+    import imageio.v3 as iio
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in _names(3, False) + _names(1, True):
+        iio.imwrite(folder / name, (rng.random((48, 56)) * 255).astype(np.uint8))
+    return folder
+
+
+def _config(images: Path, out: Path, steps: int) -> T.ATSTrainConfig:
+    return T.ATSTrainConfig(images=[str(images)], out=str(out), patch=16, batch=2,
+                            total_steps=steps, warmup=2, minutes=5, workers=0, reuse=1,
+                            val_per_condition=1, val_patch=16, log_every=2,
+                            model={"mixture": True, "widths": [4, 8]})
+
+
+@pytest.mark.slow
+def test_trains_checkpoints_and_resumes(images: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch, torch_one_thread
+                                        ) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    scores = T.train(_config(images, out, steps=4))
+    assert set(scores) >= {name for name, _, _ in T.VAL_CONDITIONS} | {"mean"}
+    assert all(np.isfinite(v) for v in scores.values())
+    for name in ("last.pt", "best.pt", "log.jsonl", "config.json"):
+        assert (out / name).is_file()
+    model, info = load_atsnet(str(out / "best.pt"))
+    assert model.config.mixture and info["meta"]["step"] == 4
+    assert list((tmp_path / "cache").rglob("atsnet-val-*.pt"))  # validation set cached
+    first = len((out / "log.jsonl").read_text().splitlines())
+    T.train(_config(images, out, steps=6))  # resumes from last.pt at step 4
+    lines = (out / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines[first:]]
+    assert steps and min(steps) > 4 and steps[-1] == 6  # went on, did not start again
+
+
+def test_training_images_exclude_the_suites_held_out_ones(images: Path) -> None:
+    train = T.load_images([str(images)], 800, holdout=False)
+    held = T.load_images([str(images)], 800, holdout=True)
+    assert (len(train), len(held)) == (3, 1)
+
+
+def test_batches_hit_the_requested_light_and_shapes(images: Path) -> None:
+    cfg = _config(images, Path("unused"), steps=1)
+    cfg.batch = 3
+    net = ATSNetConfig()
+    g = torch.Generator().manual_seed(0)
+    imgs = T.load_images([str(images)], 800, holdout=False)
+    x, y = T.make_batch(imgs, cfg, net, g, speed=1.0, rate=0.05)
+    assert x.shape == (3, 2 * net.radius + 1, 16, 16) and x.dtype == torch.uint8
+    assert y.shape == (3, 16, 16)
+    # The mean rate of the truth is the requested one (clipping can only lower it).
+    assert float(y.mean()) == pytest.approx(0.05, rel=0.15)
+    assert float(x.float().mean()) == pytest.approx(0.05, rel=0.3)
