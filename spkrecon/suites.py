@@ -166,19 +166,7 @@ class RecordingPlan:
 
 def _gain_scene(scene: Any, k: float) -> Any:
     """``clip(k * light, 0, 1)`` of ``scene``."""
-    from spkrecon.simulate.scenes import Scene
-
-    class GainScene(Scene):
-        def __init__(self, inner: Any, gain: float) -> None:
-            self.inner, self.gain = inner, float(gain)
-            self.batch, self.height, self.width = inner.batch, inner.height, inner.width
-            self.device, self.num_steps = inner.device, inner.num_steps
-
-        def light_at(self, times: Any) -> Any:
-            return (self.inner.light_at(times) * self.gain).clamp_(0.0, 1.0)
-
-        def describe(self) -> dict[str, Any]:
-            return {**self.inner.describe(), "gain": self.gain}
+    from spkrecon.simulate.scenes import GainScene
 
     return GainScene(scene, k)
 

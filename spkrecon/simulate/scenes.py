@@ -338,3 +338,22 @@ class VideoScene(Scene):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "frames": self.count,
                 "steps_per_frame": self.steps_per_frame, "interp": self.interp}
+
+
+class GainScene(Scene):
+    """``clip(gain * light, 0, 1)`` of another scene; ``gain`` a number or one per scene
+    ``(B,)`` (light levels for suites and training)."""
+
+    def __init__(self, inner: Scene, gain: float | torch.Tensor) -> None:
+        self.inner = inner
+        self.gain = gain.float().view(-1, 1, 1, 1) if isinstance(gain, torch.Tensor) \
+            else float(gain)
+        self.batch, self.height, self.width = inner.batch, inner.height, inner.width
+        self.device, self.num_steps = inner.device, inner.num_steps
+
+    def light_at(self, times: torch.Tensor) -> torch.Tensor:
+        return (self.inner.light_at(times) * self.gain).clamp_(0.0, 1.0)
+
+    def describe(self) -> dict[str, Any]:
+        gain = self.gain if isinstance(self.gain, float) else self.gain.view(-1).tolist()
+        return {**self.inner.describe(), "gain": gain}

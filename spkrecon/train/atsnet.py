@@ -34,11 +34,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spkrecon.models.atsnet import ATSNet, ATSNetConfig, pad_to, window_features
+from spkrecon.models.atsnet import ATSNet, ATSNetConfig, predict, save_atsnet, window_features
 from spkrecon.simulate.core import simulate_batch
 from spkrecon.simulate.motion import MotionConfig, MotionScene, Trajectory, random_sprites
 from spkrecon.simulate.noise import NoiseModel
-from spkrecon.simulate.scenes import Scene, load_grey
+from spkrecon.simulate.scenes import GainScene, Scene, load_grey
 
 
 @dataclass
@@ -89,18 +89,6 @@ class ATSTrainConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"mixture": True})
     #: Start from these weights (a weights file); layers they lack keep their fresh values.
     init: str = ""
-
-
-class GainScene(Scene):
-    """``clip(gain * light)`` of another scene; ``gain (B,)``."""
-
-    def __init__(self, scene: Scene, gain: torch.Tensor) -> None:
-        self.scene, self.gain = scene, gain.float().view(-1, 1, 1, 1)
-        self.batch, self.height, self.width = scene.batch, scene.height, scene.width
-        self.device, self.num_steps = scene.device, scene.num_steps
-
-    def light_at(self, times: torch.Tensor) -> torch.Tensor:
-        return (self.scene.light_at(times) * self.gain).clamp_(0.0, 1.0)
 
 
 class FastMotionScene(MotionScene):
@@ -283,15 +271,15 @@ VAL_CONDITIONS: tuple[tuple[str, float, float], ...] = (
 
 def make_validation(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfig,
                     seed: int = 12345
-                    ) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Fixed validation batches ``(name, windows, truth, gain)`` from held-out images."""
+                    ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Fixed validation batches ``(name, windows, truth)`` from held-out images."""
     g = torch.Generator().manual_seed(seed)
     vcfg = ATSTrainConfig(**{**asdict(cfg), "batch": cfg.val_per_condition,
                               "patch": cfg.val_patch})
     out = []
     for name, speed, rate in VAL_CONDITIONS:
         x, y = make_batch(images, vcfg, net, g, speed=speed, rate=rate)
-        out.append((name, x, y, y.new_ones(())))
+        out.append((name, x, y))
     return out
 
 
@@ -302,7 +290,7 @@ def val_cache_path(digest: str) -> Path:
 
 
 def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
-                      ) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+                      ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """:func:`make_validation`, kept in the user cache (keyed by everything it depends on)."""
     import hashlib
 
@@ -314,27 +302,25 @@ def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
         "out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
         "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed", "model",
         "init")}
-    text = json.dumps([keys, net.radius, files], sort_keys=True)
+    text = json.dumps([2, keys, net.radius, files], sort_keys=True)  # 2: (name, x, y)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = val_cache_path(digest)
     if path.is_file():
         data = torch.load(path, map_location="cpu", weights_only=True)
-        return [(n, x, y, g) for n, x, y, g in data]
+        return [(n, x, y) for n, x, y in data]
     val = make_validation(load_images(cfg.images, cfg.max_side, holdout=True), cfg, net)
     atomic_torch_save(val, path)
     return val
 
 
 @torch.inference_mode()
-def validate(model: ATSNet, val: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]],
+def validate(model: ATSNet, val: list[tuple[str, torch.Tensor, torch.Tensor]],
              alpha: float) -> dict[str, float]:
     """Mean PSNR per condition, exposure-normalised (truth scaled to a mean of 0.5)."""
     model.eval()
     scores: dict[str, float] = {}
-    for name, x, y, _ in val:
-        feats, s = window_features(x, model.config)
-        feats, (h, w) = pad_to(feats, model.multiple)
-        pred = (model(feats)[:, 0, :h, :w] * s[:, 0]).clamp(0, 1)
+    for name, x, y in val:
+        pred = predict(model, x)
         # Normalise both by the truth's mean so dark and bright weigh alike.
         norm = (0.5 / y.mean(dim=(1, 2), keepdim=True).clamp(min=1e-4))
         scores[name] = float(psnr((pred * norm).clamp(0, 1), (y * norm).clamp(0, 1)).mean())
@@ -348,13 +334,6 @@ def _lr(step: int, cfg: ATSTrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     t = min(1.0, (step - cfg.warmup) / max(1, cfg.total_steps - cfg.warmup))
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
-
-
-def save_weights(model: ATSNet, path: Path, meta: dict[str, Any], alpha: float) -> None:
-    """A spkrecon weights file (``arch: atsnet``)."""
-    from spkrecon.models.atsnet import save_atsnet
-
-    save_atsnet(model, path, meta=meta, alpha=alpha)
 
 
 def _producer(queue: Any, cfg: dict[str, Any], seed: int) -> None:
@@ -483,7 +462,7 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
             improved = scores["mean"] > best
             if improved:
                 best = scores["mean"]
-                save_weights(ema, out / "best.pt", {"step": step, "samples": step * cfg.batch,
+                save_atsnet(ema, out / "best.pt", {"step": step, "samples": step * cfg.batch,
                                                     "val": {k: round(v, 3)
                                                             for k, v in scores.items()},
                                                     "minutes": round((now - t0) / 60, 1)},
