@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 #: Frames a centred window of the longest count reaches on each side.
 RADIUS = 127
+#: Initial mixture logit of the 15-frame count (the others start at 0).
+SELECT_BIAS = 2.0
 
 
 @dataclass
@@ -50,32 +52,54 @@ class ATSNetConfig:
     #: network picks the temporal support) plus a learned correction; off: the 15-frame
     #: count plus the correction (the first trained networks).
     mixture: bool = False
+    #: Motion-compensated features (:mod:`spkrecon.models.motion`): counts over these
+    #: windows and the snapshots counted along the measured velocity, and the velocity.
+    motion: bool = False
+    motion_windows: tuple[int, ...] = (7, 15, 31)
 
     def __post_init__(self) -> None:
         self.tfp_windows = tuple(int(w) for w in self.tfp_windows)
         self.isi_orders = tuple(int(k) for k in self.isi_orders)
         self.snapshot_offsets = tuple(int(o) for o in self.snapshot_offsets)
+        self.motion_windows = tuple(int(w) for w in self.motion_windows)
         self.widths = tuple(int(w) for w in self.widths)
-        if any(w < 1 or w % 2 == 0 for w in self.tfp_windows):
-            raise ValueError("tfp_windows must be odd and positive")
+        if any(w < 1 or w % 2 == 0 for w in self.tfp_windows + self.motion_windows):
+            raise ValueError("tfp_windows and motion_windows must be odd and positive")
         if len(self.widths) < 2:
             raise ValueError("widths needs at least two levels")
 
     @property
     def radius(self) -> int:
         """Frames read on each side of the key frame."""
+        from spkrecon.models.motion import reach
+
         snap = max((abs(o) + self.snapshot_width // 2 for o in self.snapshot_offsets), default=0)
-        return max(max(self.tfp_windows) // 2, RADIUS, snap, self.raw_radius)
+        need = max(max(self.tfp_windows) // 2, RADIUS, snap, self.raw_radius)
+        return max(need, reach()) if self.motion else need
 
     @property
     def estimates(self) -> int:
-        """Leading feature channels that are rate estimates (counts, then intervals)."""
-        return len(self.tfp_windows) + len(self.isi_orders)
+        """Leading feature channels that are rate estimates (counts, intervals, counts
+        along the motion)."""
+        return len(self.estimate_names)
+
+    @property
+    def estimate_names(self) -> list[str]:
+        names = [f"tfp{n}" for n in self.tfp_windows] + [f"isi{k}" for k in self.isi_orders]
+        return names + ([f"mc{n}" for n in self.motion_windows] if self.motion else [])
+
+    @property
+    def channel_names(self) -> list[str]:
+        """One name per input channel of the network, in order."""
+        names = self.estimate_names + [f"snap{o}" for o in self.snapshot_offsets]
+        names += [f"raw{o}" for o in range(-self.raw_radius, self.raw_radius + 1)]
+        if self.motion:
+            names += [f"mcsnap{o}" for o in self.snapshot_offsets] + ["vx", "vy"]
+        return names + ["logs"]
 
     @property
     def channels(self) -> int:
-        return (len(self.tfp_windows) + len(self.isi_orders) + len(self.snapshot_offsets)
-                + 2 * self.raw_radius + 1 + 1)
+        return len(self.channel_names)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -125,19 +149,40 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
     s = feats[-1].mean(dim=(1, 2), keepdim=True).clamp(min=cfg.min_scale)[:, None]
     for k in cfg.isi_orders:
         feats.append((2 * k - 1) / (pk[k] + nk[k]).float())
+    half = cfg.snapshot_width // 2
+    extra: list[torch.Tensor] = []
+    if cfg.motion:
+        from spkrecon.models.motion import compensated_frames, estimate_velocity
+
+        v = estimate_velocity(spk, r)
+        reach = max([n // 2 for n in cfg.motion_windows]
+                    + [abs(o) + half for o in cfg.snapshot_offsets])
+        taus = torch.arange(-reach, reach + 1)
+        along = compensated_frames(spk, r, v, taus)  # (B, 2 * reach + 1, H, W)
+        csum = F.pad(along.cumsum(1), (0, 0, 0, 0, 1, 0))
+
+        def along_rate(a: int, z: int) -> torch.Tensor:
+            """Mean count along the motion over offsets ``[a, z)`` from the key frame."""
+            return (csum[:, z + reach] - csum[:, a + reach]) * (1.0 / (z - a))
+
+        for n in cfg.motion_windows:
+            feats.append(along_rate(-(n // 2), n // 2 + 1))
+        extra = [along_rate(o - half, o + half + 1) for o in cfg.snapshot_offsets]
 
     def rate(a: int, z: int) -> torch.Tensor:
         """Mean count over window frames ``[a, z)``."""
         return spk[:, a:z].sum(1, dtype=torch.int16).float() * (1.0 / (z - a))
 
-    half = cfg.snapshot_width // 2
     for o in cfg.snapshot_offsets:
         feats.append(rate(r + o - half, r + o + half + 1))
     for o in range(-cfg.raw_radius, cfg.raw_radius + 1):
         feats.append(spk[:, r + o].float())
-    x = torch.stack(feats, 1) / s
-    logs = (torch.log(s) / 4.0 + 1.0).expand(b, 1, h, w)
-    return torch.cat([x.clamp(max=20.0), logs], 1), s
+    x = torch.stack(feats + extra, 1) / s
+    parts = [x.clamp(max=20.0)]
+    if cfg.motion:
+        parts.append(v * 0.25)  # px/step; ~1 at the fastest speeds trained
+    parts.append((torch.log(s) / 4.0 + 1.0).expand(b, 1, h, w))
+    return torch.cat(parts, 1), s
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -150,7 +195,7 @@ class ATSNet(nn.Module):
 
     The output adds a learned correction to a per-pixel softmax mixture of the count and
     interval estimates (``mixture``: the network chooses each pixel's temporal support), or
-    to the 15-frame count; either starts as the 15-frame count, a sane estimate.
+    to the 15-frame count; the mixture starts leaning towards the 15-frame count.
     """
 
     def __init__(self, config: ATSNetConfig | None = None) -> None:
@@ -170,13 +215,15 @@ class ATSNet(nn.Module):
         self.base_channel = cfg.tfp_windows.index(15) if 15 in cfg.tfp_windows else 0
         self.select: nn.Conv2d | None = None
         if cfg.mixture:
-            # Starts as (almost) the 15-frame count: the same function as a network without
-            # the mixture, so a trained one grows into it (strict=False load).
+            # Starts leaning towards the 15-frame count (weight ~0.45) but soft: a saturated
+            # start (a logit of 8, as the first mixture networks had) leaves the other
+            # estimates ~3e-4 of the weight and as little gradient, and the mixture never
+            # learns to choose (measured: 0.99 on the 15-frame count after 9k steps).
             self.select = nn.Conv2d(w[0], cfg.estimates, 3, 1, 1)
             nn.init.zeros_(self.select.weight)
             with torch.no_grad():
                 self.select.bias.zero_()
-                self.select.bias[self.base_channel] = 8.0
+                self.select.bias[self.base_channel] = SELECT_BIAS
 
     @property
     def multiple(self) -> int:

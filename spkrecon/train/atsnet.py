@@ -89,6 +89,9 @@ class ATSTrainConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"mixture": True})
     #: Start from these weights (a weights file); layers they lack keep their fresh values.
     init: str = ""
+    #: Comma-separated layer-name prefixes that keep their fresh values even when ``init``
+    #: has them (e.g. ``select``: restart a mixture that has saturated).
+    reinit: str = ""
 
 
 class FastMotionScene(MotionScene):
@@ -301,7 +304,7 @@ def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
     keys = {k: v for k, v in asdict(cfg).items() if k not in (
         "out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
         "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed", "model",
-        "init")}
+        "init", "reinit")}
     text = json.dumps([2, keys, net.radius, files], sort_keys=True)  # 2: (name, x, y)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = val_cache_path(digest)
@@ -376,6 +379,34 @@ class _Batches:
             proc.terminate()
 
 
+def grown_state(start: ATSNet, model: ATSNet) -> dict[str, torch.Tensor]:
+    """``start``'s weights fitted to ``model``, which may read more input channels or mix
+    more estimates (by channel name): the new input channels get zero weights (the same
+    function as before) and new estimates a mixture logit 2 below the mean (a small share).
+    Layers of other shapes are left out (they keep ``model``'s fresh values)."""
+    old_sd, new_sd = start.state_dict(), model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for k, v in old_sd.items():
+        if k in new_sd and new_sd[k].shape == v.shape:
+            out[k] = v
+    old_in, new_in = start.config.channel_names, model.config.channel_names
+    if "inc.0.weight" in new_sd and old_in != new_in and set(old_in) <= set(new_in):
+        w = torch.zeros_like(new_sd["inc.0.weight"])
+        for i, name in enumerate(old_in):
+            w[:, new_in.index(name)] = old_sd["inc.0.weight"][:, i]
+        out["inc.0.weight"] = w
+    old_est, new_est = start.config.estimate_names, model.config.estimate_names
+    if ("select.weight" in old_sd and "select.weight" in new_sd and old_est != new_est
+            and set(old_est) <= set(new_est)):
+        w = torch.zeros_like(new_sd["select.weight"])
+        bias = torch.full_like(new_sd["select.bias"], float(old_sd["select.bias"].mean()) - 2)
+        for i, name in enumerate(old_est):
+            w[new_est.index(name)] = old_sd["select.weight"][i]
+            bias[new_est.index(name)] = old_sd["select.bias"][i]
+        out["select.weight"], out["select.bias"] = w, bias
+    return out
+
+
 def train(cfg: ATSTrainConfig) -> dict[str, Any]:
     """Train (or resume) for ``cfg.minutes``; returns the last validation scores."""
     import copy
@@ -391,7 +422,10 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         from spkrecon.models.atsnet import load_atsnet
 
         start, _ = load_atsnet(cfg.init)
-        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+        fresh = tuple(p.strip() for p in cfg.reinit.split(",") if p.strip())
+        sd = grown_state(start, model)
+        sd = {k: v for k, v in sd.items() if not (fresh and k.startswith(fresh))}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
         if unexpected:
             raise ValueError(f"{cfg.init} has layers this network lacks: {unexpected}")
         print(f"initialised from {cfg.init} (fresh: {', '.join(missing) or 'none'})",
@@ -487,18 +521,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images", action="append", required=True)
     ap.add_argument("--out", default="training/atsnet")
     for name, f in ATSTrainConfig.__dataclass_fields__.items():
-        if name in ("images", "out", "model", "init"):
+        if name in ("images", "out", "model", "init", "reinit"):
             continue
         ap.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default)
     ap.add_argument("--widths", default=None, help="U-Net widths, e.g. 16,32,64,128")
     ap.add_argument("--init", default="", help="start from these weights (grown if smaller)")
+    ap.add_argument("--reinit", default="",
+                    help="layer-name prefixes that start fresh despite --init, e.g. select")
+    ap.add_argument("--motion", action="store_true",
+                    help="add counts along the measured motion (spkrecon.models.motion)")
     ap.add_argument("--no-mixture", action="store_true",
                     help="the 15-frame count plus a correction, without the estimate mixture")
     args = vars(ap.parse_args(argv))
     widths = args.pop("widths")
     mixture = not args.pop("no_mixture")
+    motion = args.pop("motion")
     cfg = ATSTrainConfig(**args)
-    cfg.model = {"mixture": mixture}
+    cfg.model = {"mixture": mixture, "motion": motion}
     if widths:
         cfg.model["widths"] = [int(w) for w in widths.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))

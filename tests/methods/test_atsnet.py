@@ -12,10 +12,11 @@ from spkrecon.methods import create, get_class  # noqa: E402
 from spkrecon.models.atsnet import ATSNet, ATSNetConfig, predict, save_atsnet  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "motion"])
+def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                 ) -> str:
     torch.manual_seed(0)
-    model = ATSNet(ATSNetConfig(widths=(4, 8))).eval()
+    model = ATSNet(ATSNetConfig(widths=(4, 8), mixture=True, motion=request.param)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -87,3 +87,27 @@ def test_network_output_shape_and_weights_round_trip(tmp_path) -> None:
     with torch.inference_mode():
         again = predict(loaded, win)
     assert float((again - out).abs().max()) < 5e-3  # fp16 storage
+
+
+def test_motion_features_are_named_and_start_as_plain_counts_on_a_still_scene() -> None:
+    cfg = ATSNetConfig(motion=True)
+    assert len(cfg.channel_names) == cfg.channels and cfg.channel_names[-1] == "logs"
+    assert cfg.estimate_names[-len(cfg.motion_windows):] == [f"mc{n}" for n in
+                                                             cfg.motion_windows]
+    plain = ATSNetConfig()
+    assert set(plain.channel_names) < set(cfg.channel_names)
+    # A still scene: every pixel fires regularly at its own rate, so the measured motion is
+    # ~0 and counts along it equal the plain counts of the same windows.
+    rng = np.random.default_rng(4)
+    coarse = torch.from_numpy(rng.uniform(0.1, 0.6, (1, 1, 6, 7)))
+    rate = torch.nn.functional.interpolate(coarse, size=(32, 40), mode="bilinear",
+                                           align_corners=False)[0, 0].numpy()
+    phase = rng.random((32, 40))
+    t = np.arange(2 * cfg.radius + 1)[:, None, None]
+    win = (np.floor(phase + rate * (t + 1)) > np.floor(phase + rate * t)).astype(np.uint8)
+    feats, _ = window_features(torch.from_numpy(win[None]), cfg)
+    names = cfg.channel_names
+    for n in cfg.motion_windows:
+        along, flat = feats[0, names.index(f"mc{n}")], feats[0, names.index(f"tfp{n}")]
+        assert float((along - flat)[8:-8, 8:-8].abs().mean()) < 0.02
+    assert float(feats[0, names.index("vx")].abs().max()) < 0.05

@@ -83,3 +83,25 @@ def test_batches_hit_the_requested_light_and_shapes(images: Path) -> None:
     # The mean rate of the truth is the requested one (clipping can only lower it).
     assert float(y.mean()) == pytest.approx(0.05, rel=0.15)
     assert float(x.float().mean()) == pytest.approx(0.05, rel=0.3)
+
+
+def test_a_network_grows_motion_features_and_keeps_its_function() -> None:
+    from spkrecon.models.atsnet import ATSNet, predict
+
+    torch.manual_seed(0)
+    small = ATSNet(ATSNetConfig(widths=(4, 8), mixture=True)).eval()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    big = ATSNet(ATSNetConfig(widths=(4, 8), mixture=True, motion=True)).eval()
+    state = T.grown_state(small, big)
+    assert big.load_state_dict(state, strict=True) is not None
+    names = big.config.channel_names
+    for i, name in enumerate(small.config.channel_names):
+        assert torch.equal(big.inc[0].weight[:, names.index(name)], small.inc[0].weight[:, i])
+    assert float(big.inc[0].weight.detach()[:, names.index("mc15")].abs().max()) == 0.0
+    win = (torch.rand((2, 2 * big.config.radius + 1, 16, 16)) < 0.3).to(torch.uint8)
+    with torch.inference_mode():
+        before, after = predict(small, win), predict(big, win)
+    # New estimates enter the mixture with a small share only.
+    assert float((before - after).abs().mean()) < 0.02
