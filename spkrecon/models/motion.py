@@ -53,10 +53,11 @@ def _sample(frames: torch.Tensor, v: torch.Tensor, taus: torch.Tensor, scale: fl
     """
     b, k, h, w = frames.shape
     xs, ys = _pixel_grid(h, w, frames.device)
-    t = (taus.to(frames.dtype) / scale).view(1, k, 1, 1)
-    gx = xs + v[:, 0:1] * t
-    gy = ys + v[:, 1:2] * t
-    grid = torch.stack([(2 * gx + 1) / w - 1, (2 * gy + 1) / h - 1], -1)  # (B, K, h, w, 2)
+    # In grid_sample's normalised coordinates (align_corners=False): (2x + 1) / w - 1.
+    base = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], -1)  # (h, w, 2)
+    step = torch.stack([v[:, 0] * (2.0 / (w * scale)), v[:, 1] * (2.0 / (h * scale))], -1)
+    t = taus.to(frames.dtype).view(1, k, 1, 1, 1)
+    grid = torch.addcmul(base, step[:, None], t)  # (B, K, h, w, 2)
     out = F.grid_sample(frames.reshape(b * k, 1, h, w), grid.reshape(b * k, h, w, 2),
                         mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(b, k, h, w)
