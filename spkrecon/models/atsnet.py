@@ -55,7 +55,7 @@ class ATSNetConfig:
     #: Motion-compensated features (:mod:`spkrecon.models.motion`): counts over these
     #: windows and the snapshots counted along the measured velocity, and the velocity.
     motion: bool = False
-    motion_windows: tuple[int, ...] = (7, 15, 31)
+    motion_windows: tuple[int, ...] = (7, 15, 31, 63)
 
     def __post_init__(self) -> None:
         self.tfp_windows = tuple(int(w) for w in self.tfp_windows)

@@ -89,6 +89,10 @@ class ATSTrainConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"mixture": True})
     #: Start from these weights (a weights file); layers they lack keep their fresh values.
     init: str = ""
+    #: Learning-rate multiplier of the mixture selector. Adam moves each parameter by at
+    #: most about ``lr`` per step, and the selector's logits must travel several units to
+    #: pick one estimate: at the base rate they barely left their start in 2,500 steps.
+    select_lr: float = 10.0
     #: Comma-separated layer-name prefixes that keep their fresh values even when ``init``
     #: has them (e.g. ``select``: restart a mixture that has saturated).
     reinit: str = ""
@@ -304,7 +308,7 @@ def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
     keys = {k: v for k, v in asdict(cfg).items() if k not in (
         "out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
         "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed", "model",
-        "init", "reinit")}
+        "init", "reinit", "select_lr")}
     text = json.dumps([2, keys, net.radius, files], sort_keys=True)  # 2: (name, x, y)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = val_cache_path(digest)
@@ -431,7 +435,12 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         print(f"initialised from {cfg.init} (fresh: {', '.join(missing) or 'none'})",
               flush=True)
     ema = copy.deepcopy(model).eval()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    select = [p for n, p in model.named_parameters() if n.startswith("select.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("select.")]
+    groups = [{"params": rest, "scale": 1.0}]
+    if select:
+        groups.append({"params": select, "scale": float(cfg.select_lr)})
+    opt = torch.optim.Adam(groups, lr=cfg.lr)
     step, best, elapsed = 0, -math.inf, 0.0
     g = torch.Generator().manual_seed(cfg.seed)
     last = out / "last.pt"
@@ -439,7 +448,10 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         state = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
+        if len(state["opt"]["param_groups"]) == len(opt.param_groups):
+            opt.load_state_dict(state["opt"])
+        else:  # saved before the selector had its own learning rate: fresh moments
+            print("optimiser state of another layout: starting its moments afresh", flush=True)
         step, best, elapsed = int(state["step"]), float(state["best"]), float(state["elapsed"])
         g.set_state(state["rng"])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min, best {best:.2f})", flush=True)
@@ -468,7 +480,7 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         x, y = augment(*batch, g)
         feats, s = window_features(x, net_cfg)
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg)
+            group["lr"] = _lr(step, cfg) * group.get("scale", 1.0)
         pred = model(feats)[:, 0]
         target = y / s[:, 0]
         loss = torch.sqrt((pred - target) ** 2 + 1e-6).mean()
