@@ -88,7 +88,8 @@ def guarded(fn: F) -> F:
         except KeyboardInterrupt as exc:
             raise _interrupted(exc) from None
         except MemoryError:
-            raise fail("out of memory; try a smaller --batch or frame range", 1) from None
+            raise fail("out of memory; try a smaller frame range (--start/--end) or, for a "
+                       "network, -p batch_size=1", 1) from None
         except OSError as exc:
             if STATE["debug"]:
                 traceback.print_exc()

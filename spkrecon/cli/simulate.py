@@ -242,6 +242,15 @@ def simulate(
         what = "frame folders and videos" if kind == "image" else "still images"
         raise ParameterError(f"--{wrong[0].replace('_', '-')} applies to {what}, not to "
                              f"{'an image' if kind == 'image' else 'a ' + kind} input")
+    if given("sprites"):
+        from spkrecon.simulate.motion import MotionConfig
+
+        mcfg = MotionConfig.from_dict(cfg.motion) if cfg.motion is not None else None
+        if mcfg is None or not mcfg.objects[1]:
+            raise ParameterError("--sprites has no effect without moving objects",
+                                 "add --objects N (N >= 1)")
+        if not Path(cfg.sprites or "").exists():
+            raise InputError(f"--sprites {cfg.sprites}: no such file or folder")
     if output is None:
         output = Path(Path(input).resolve().name).with_suffix(".dat")
     check_outputs(output, force)

@@ -134,7 +134,9 @@ def info_cmd(
         typer.echo(json.dumps(s, indent=2, default=str))
         return
     cfg = s["config"]
-    model = (f"ATSNet, widths {', '.join(map(str, cfg.get('widths', [])))}"
+    heads = [name for name in ("mixture", "motion") if cfg.get(name)]
+    model = (f"ATSNet{' + ' + ' + '.join(heads) if heads else ''}, widths "
+             f"{', '.join(map(str, cfg.get('widths', [])))}"
              if ckpt.arch == "atsnet" else
              f"Spk2ImgNet {s['variant'] or 'custom'}{additions_suffix(cfg)} (SALI {cfg['sali']}, "
              f"PDA {cfg['pda']}, RE {cfg['re']}), width {cfg['features']}, "
