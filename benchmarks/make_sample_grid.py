@@ -64,7 +64,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(3, len(panels))
+    cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
     h, w = CROP[0].stop - CROP[0].start, CROP[1].stop - CROP[1].start
     fig, axes = plt.subplots(rows, cols, figsize=(cols * w * 2 / 100, rows * (h * 2 + 44) / 100),
