@@ -71,11 +71,13 @@ class ATSNetConfig:
     @property
     def radius(self) -> int:
         """Frames read on each side of the key frame."""
-        from spkrecon.models.motion import reach
-
         snap = max((abs(o) + self.snapshot_width // 2 for o in self.snapshot_offsets), default=0)
         need = max(max(self.tfp_windows) // 2, RADIUS, snap, self.raw_radius)
-        return max(need, reach()) if self.motion else need
+        if not self.motion:
+            return need
+        from spkrecon.models.motion import reach
+
+        return max(need, reach())
 
     @property
     def estimates(self) -> int:
@@ -308,9 +310,9 @@ def load_atsnet(spec: str | Path | None = None) -> tuple[ATSNet, dict[str, Any]]
         if spec not in (None, NAME):
             raise
         raise WeightsError(str(exc).split(";")[0].rstrip(". "),
-                           "spkrecon does not ship ATSNet weights yet: train them with "
-                           "'python -m spkrecon.train.atsnet' (docs/atsnet.md) and pass "
-                           "-p weights=PATH, or use --method auto") from None
+                           "spkrecon ships weights/atsnet.pt: reinstall spkrecon, or train "
+                           "your own with 'python -m spkrecon.train.atsnet' (docs/atsnet.md) "
+                           "and pass -p weights=PATH") from None
     data = _torch_load(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a spkrecon weights file")

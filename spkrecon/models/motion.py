@@ -39,22 +39,24 @@ def reach(stages: tuple[tuple[int, int, int, int, int], ...] = STAGES) -> int:
     return max(d + hw for _, d, hw, _, _ in stages)
 
 
-def _pixel_grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Pixel centres ``(h, w, 2)`` in grid_sample's normalised coordinates
+    (align_corners=False: ``(2x + 1) / w - 1``)."""
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
                             torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
-    return xs, ys
+    return torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], -1)
 
 
-def _sample(frames: torch.Tensor, v: torch.Tensor, taus: torch.Tensor, scale: float
-            ) -> torch.Tensor:
+def _sample(frames: torch.Tensor, v: torch.Tensor, taus: torch.Tensor, scale: float,
+            base: torch.Tensor | None = None) -> torch.Tensor:
     """``frames (B, K, h, w)`` sampled at ``x + v * tau / scale`` for their ``taus (K,)``.
 
     ``v (B, 2, h, w)`` in full-resolution px/step; out ``(B, K, h, w)``; the border repeats.
+    ``base``: :func:`_base_grid` of ``(h, w)``, when the caller has it.
     """
     b, k, h, w = frames.shape
-    xs, ys = _pixel_grid(h, w, frames.device)
-    # In grid_sample's normalised coordinates (align_corners=False): (2x + 1) / w - 1.
-    base = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], -1)  # (h, w, 2)
+    if base is None:
+        base = _base_grid(h, w, frames.device)
     step = torch.stack([v[:, 0] * (2.0 / (w * scale)), v[:, 1] * (2.0 / (h * scale))], -1)
     t = taus.to(frames.dtype).view(1, k, 1, 1, 1)
     grid = torch.addcmul(base, step[:, None], t)  # (B, K, h, w, 2)
@@ -96,8 +98,9 @@ def estimate_velocity(win: torch.Tensor, centre: int,
     for level, d, hw, iters, k in stages:
         s = 2 ** level
         lh, lw = max(1, math.ceil(h / s)), max(1, math.ceil(w / s))
-        taus = torch.cat([torch.arange(-d - hw, -d + hw + 1), torch.arange(d - hw, d + hw + 1)])
-        frames = win[:, centre + taus.to(win.device)].float()
+        taus = torch.cat([torch.arange(-d - hw, -d + hw + 1),
+                          torch.arange(d - hw, d + hw + 1)]).to(win.device)
+        frames = win[:, centre + taus].float()
         if s > 1:
             frames = F.adaptive_avg_pool2d(frames, (lh, lw))
         if v is None:
@@ -105,8 +108,9 @@ def estimate_velocity(win: torch.Tensor, centre: int,
         else:
             v = F.interpolate(v, size=(lh, lw), mode="bilinear", align_corners=False)
         n = 2 * hw + 1
+        base = _base_grid(lh, lw, win.device)
         for _ in range(iters):
-            samp = _sample(frames, v, taus, s)
+            samp = _sample(frames, v, taus, s, base)
             before, after = samp[:, :n].mean(1, keepdim=True), samp[:, n:].mean(1, keepdim=True)
             if blur:  # spike counts are noisy: smooth before differentiating
                 before, after = _blur(before, blur), _blur(after, blur)
@@ -137,8 +141,8 @@ def compensated_frames(win: torch.Tensor, centre: int, v: torch.Tensor, taus: to
                        ) -> torch.Tensor:
     """Frames ``centre + taus`` of ``win (B, T, H, W)`` sampled along ``v (B, 2, H, W)``:
     ``(B, K, H, W)`` float, each at ``x + v(x) * tau``."""
-    frames = win[:, centre + taus.to(win.device)].float()
-    return _sample(frames, v, taus.to(win.device), 1.0)
+    taus = taus.to(win.device)
+    return _sample(win[:, centre + taus].float(), v, taus, 1.0)
 
 
 __all__ = ["MAX_SPEED", "STAGES", "compensated_frames", "estimate_velocity", "reach"]

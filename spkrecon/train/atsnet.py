@@ -502,7 +502,7 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
             log.write(json.dumps(rec) + "\n")
             log.flush()
         now = time.time()
-        last_step = time.time() >= budget_end or step >= cfg.total_steps
+        last_step = now >= budget_end or step >= cfg.total_steps
         if now - last_val >= cfg.val_minutes * 60 or last_step:  # and once at the end
             scores = validate(ema, val, cfg.alpha)
             improved = scores["mean"] > best
