@@ -433,7 +433,11 @@ class _Context:
         self.emit("start", {"name": job.name})
 
     def ended(self, job: Job, result: dict[str, Any]) -> None:
-        rec = {**self.running.pop(job.name), **result, "time": now()}
+        begun = self.running.pop(job.name, None)
+        if begun is None:  # a signal cut its "started" short: the record starts here
+            begun = {**_base(job, self.settings, self.ident, self.method, self.kwargs,
+                             self.shard), "pid": None}
+        rec = {**begun, **result, "time": now()}
         self.manifest.append(rec)
         self.report.records.append(rec)
         self.emit("end", {"record": rec})
