@@ -160,12 +160,14 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
         reach = max([n // 2 for n in cfg.motion_windows]
                     + [abs(o) + half for o in cfg.snapshot_offsets])
         taus = torch.arange(-reach, reach + 1)
-        along = compensated_frames(spk, r, v, taus)  # (B, 2 * reach + 1, H, W)
-        csum = F.pad(along.cumsum(1), (0, 0, 0, 0, 1, 0))
+        csum = compensated_frames(spk, r, v, taus).cumsum_(1)  # (B, 2 * reach + 1, H, W)
 
         def along_rate(a: int, z: int) -> torch.Tensor:
             """Mean count along the motion over offsets ``[a, z)`` from the key frame."""
-            return (csum[:, z + reach] - csum[:, a + reach]) * (1.0 / (z - a))
+            upto = csum[:, z + reach - 1]
+            if a + reach > 0:
+                upto = upto - csum[:, a + reach - 1]
+            return upto * (1.0 / (z - a))
 
         for n in cfg.motion_windows:
             feats.append(along_rate(-(n // 2), n // 2 + 1))

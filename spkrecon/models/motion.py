@@ -137,12 +137,22 @@ def estimate_velocity(win: torch.Tensor, centre: int,
     return F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def compensated_frames(win: torch.Tensor, centre: int, v: torch.Tensor, taus: torch.Tensor
-                       ) -> torch.Tensor:
+def compensated_frames(win: torch.Tensor, centre: int, v: torch.Tensor, taus: torch.Tensor,
+                       chunk: int = 16) -> torch.Tensor:
     """Frames ``centre + taus`` of ``win (B, T, H, W)`` sampled along ``v (B, 2, H, W)``:
-    ``(B, K, H, W)`` float, each at ``x + v(x) * tau``."""
+    ``(B, K, H, W)`` float, each at ``x + v(x) * tau``.
+
+    Sampled ``chunk`` frames at a time: the sampling grid of all K frames at once would take
+    twice the output's memory (100 MB for 127 frames of 250x400).
+    """
     taus = taus.to(win.device)
-    return _sample(win[:, centre + taus].float(), v, taus, 1.0)
+    b, _, h, w = win.shape
+    out = torch.empty((b, len(taus), h, w), dtype=torch.float32, device=win.device)
+    base = _base_grid(h, w, win.device)
+    for i in range(0, len(taus), chunk):
+        part = taus[i:i + chunk]
+        out[:, i:i + len(part)] = _sample(win[:, centre + part].float(), v, part, 1.0, base)
+    return out
 
 
 __all__ = ["MAX_SPEED", "STAGES", "compensated_frames", "estimate_velocity", "reach"]

@@ -419,6 +419,14 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     net_cfg = ATSNetConfig.from_dict(cfg.model) if cfg.model else ATSNetConfig()
+    saved = out / "config.json"
+    if (out / "last.pt").exists() and saved.is_file():
+        # A resumed run keeps its network, whatever the flags of this call say about it.
+        kept = ATSNetConfig.from_dict(json.loads(saved.read_text()).get("model") or {})
+        if kept.to_dict() != net_cfg.to_dict():
+            print(f"resuming with the network of {saved} (the options given describe "
+                  "another one)", flush=True)
+        net_cfg = kept
     cfg.model = net_cfg.to_dict()
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     model = ATSNet(net_cfg)
@@ -464,6 +472,20 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
     last_ckpt = last_val = time.time()
     samples = 0
     running = 0.0
+    if cfg.init and step == 0:
+        # The starting point's score, so that the run's gains read from its own log (and
+        # best.pt is never worse than the weights it started from).
+        scores = validate(ema, val, cfg.alpha)
+        best = scores["mean"]
+        save_atsnet(ema, out / "best.pt", {"step": 0, "samples": 0, "init": cfg.init,
+                                           "val": {k: round(v, 3) for k, v in scores.items()},
+                                           "minutes": 0.0}, cfg.alpha)
+        log.write(json.dumps({"step": 0, "minutes": 0.0,
+                              "val": {k: round(v, 3) for k, v in scores.items()},
+                              "best": True, "init": cfg.init}) + "\n")
+        log.flush()
+        print(f"step 0 val {best:.2f} (the initial weights)", flush=True)
+        last_val = time.time()
 
     def checkpoint() -> None:
         from spkrecon.models.weights import atomic_torch_save
@@ -542,16 +564,21 @@ def main(argv: list[str] | None = None) -> None:
                     help="layer-name prefixes that start fresh despite --init, e.g. select")
     ap.add_argument("--motion", action="store_true",
                     help="add counts along the measured motion (spkrecon.models.motion)")
+    ap.add_argument("--motion-windows", default=None,
+                    help="with --motion: counts along the motion over these frames, e.g. 7,15,31,63")
     ap.add_argument("--no-mixture", action="store_true",
                     help="the 15-frame count plus a correction, without the estimate mixture")
     args = vars(ap.parse_args(argv))
     widths = args.pop("widths")
     mixture = not args.pop("no_mixture")
     motion = args.pop("motion")
+    motion_windows = args.pop("motion_windows")
     cfg = ATSTrainConfig(**args)
     cfg.model = {"mixture": mixture, "motion": motion}
     if widths:
         cfg.model["widths"] = [int(w) for w in widths.split(",")]
+    if motion_windows:
+        cfg.model["motion_windows"] = [int(w) for w in motion_windows.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     print(json.dumps(train(cfg)))
 

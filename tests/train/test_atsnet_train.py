@@ -105,3 +105,35 @@ def test_a_network_grows_motion_features_and_keeps_its_function() -> None:
         before, after = predict(small, win), predict(big, win)
     # New estimates enter the mixture with a small share only.
     assert float((before - after).abs().mean()) < 0.02
+
+
+@pytest.mark.slow
+def test_a_grown_run_logs_its_start_and_resumes_its_own_network(
+        images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_one_thread
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    T.train(_config(images, tmp_path / "a", steps=2))
+    cfg = _config(images, tmp_path / "b", steps=2)
+    cfg.init = str(tmp_path / "a" / "best.pt")
+    T.train(cfg)
+    first = json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[0])
+    # The starting point is scored before the first step.
+    assert first["step"] == 0 and first["init"] == cfg.init and np.isfinite(first["val"]["mean"])
+    # Resumed with options that describe another network (the default widths): the run
+    # goes on with its own instead of failing to load last.pt.
+    again = _config(images, tmp_path / "b", steps=4)
+    again.model = {"mixture": True}
+    T.train(again)
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["model"]["widths"] == [4, 8]
+    assert json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[-1])["step"] == 4
+
+
+def test_motion_windows_reach_the_network_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
+    T.main(["--images", "x", "--motion", "--motion-windows", "7,15,127", "--patch", "96"])
+    cfg = seen["cfg"]
+    assert cfg.model["motion"] and cfg.model["motion_windows"] == [7, 15, 127]
+    assert ATSNetConfig.from_dict(cfg.model).estimate_names[-1] == "mc127"
+    assert cfg.patch == 96
