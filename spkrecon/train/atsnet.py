@@ -383,31 +383,74 @@ class _Batches:
             proc.terminate()
 
 
+def _in_segments(key: str, widths: tuple[int, ...]) -> list[int] | None:
+    """The input channels of conv ``key`` of an ATSNet of ``widths`` as the lengths of the
+    feature maps concatenated there (None: the network's input, mapped by channel name)."""
+    parts = key.split(".")
+    if parts[0] == "inc":
+        return None if parts[1] == "0" else [widths[0]]
+    i, layer = int(parts[1]) if parts[0] in ("down", "up") else 0, parts[-2]
+    if parts[0] == "down":
+        return [widths[i]] if layer == "0" else [widths[i + 1]]
+    if parts[0] == "up":  # the upsampled deeper level, then the skip
+        return [widths[i + 1], widths[i]] if layer == "0" else [widths[i]]
+    return [widths[0]]  # head, select
+
+
 def grown_state(start: ATSNet, model: ATSNet) -> dict[str, torch.Tensor]:
-    """``start``'s weights fitted to ``model``, which may read more input channels or mix
-    more estimates (by channel name): the new input channels get zero weights (the same
-    function as before) and new estimates a mixture logit 2 below the mean (a small share).
-    Layers of other shapes are left out (they keep ``model``'s fresh values)."""
+    """``start``'s weights fitted to ``model``, which may read more input channels, mix more
+    estimates (both by channel name) or be wider (``widths`` at least ``start``'s, as many
+    levels), computing the same function as before: the old filters read new input channels
+    and new filters of the layer below with zero weights; new filters keep ``model``'s fresh
+    weights (so they learn); new estimates get a mixture logit 2 below the mean (a small
+    share). Layers that fit none of this are left out (they keep ``model``'s fresh values)."""
     old_sd, new_sd = start.state_dict(), model.state_dict()
+    ow, nw = tuple(start.config.widths), tuple(model.config.widths)
+    if len(ow) != len(nw) or any(o > n for o, n in zip(ow, nw)):
+        ow = nw = ()  # another shape of network: only layers of equal shape carry over
+    old_in, new_in = start.config.channel_names, model.config.channel_names
+    old_est, new_est = start.config.estimate_names, model.config.estimate_names
+    if not set(old_in) <= set(new_in):
+        old_in = new_in = []
+    in_map = [new_in.index(n) for n in old_in]
     out: dict[str, torch.Tensor] = {}
     for k, v in old_sd.items():
-        if k in new_sd and new_sd[k].shape == v.shape:
+        if k not in new_sd or k.startswith("select."):
+            continue
+        target = new_sd[k]
+        if target.shape == v.shape and (not ow or ow == nw) and (k != "inc.0.weight"
+                                                                   or old_in == new_in):
             out[k] = v
-    old_in, new_in = start.config.channel_names, model.config.channel_names
-    if "inc.0.weight" in new_sd and old_in != new_in and set(old_in) <= set(new_in):
-        w = torch.zeros_like(new_sd["inc.0.weight"])
-        for i, name in enumerate(old_in):
-            w[:, new_in.index(name)] = old_sd["inc.0.weight"][:, i]
-        out["inc.0.weight"] = w
-    old_est, new_est = start.config.estimate_names, model.config.estimate_names
-    if ("select.weight" in old_sd and "select.weight" in new_sd and old_est != new_est
-            and set(old_est) <= set(new_est)):
-        w = torch.zeros_like(new_sd["select.weight"])
-        bias = torch.full_like(new_sd["select.bias"], float(old_sd["select.bias"].mean()) - 2)
-        for i, name in enumerate(old_est):
-            w[new_est.index(name)] = old_sd["select.weight"][i]
-            bias[new_est.index(name)] = old_sd["select.bias"][i]
-        out["select.weight"], out["select.bias"] = w, bias
+            continue
+        if not ow and not (k == "inc.0.weight" and in_map):
+            continue
+        w = target.clone()
+        if v.dim() == 1:  # bias: the old filters keep theirs
+            w[:v.shape[0]] = v
+            out[k] = w
+            continue
+        if k == "inc.0.weight":
+            cols = in_map
+        else:
+            cols = []
+            at = 0
+            for lo, ln in zip(_in_segments(k, ow) or [], _in_segments(k, nw) or []):
+                cols += range(at, at + lo)
+                at += ln
+        if len(cols) != v.shape[1]:
+            continue
+        w[:v.shape[0]] = 0.0
+        w[:v.shape[0], cols] = v
+        out[k] = w
+    if "select.weight" in old_sd and "select.weight" in new_sd and set(old_est) <= set(new_est):
+        sw, sb = old_sd["select.weight"], old_sd["select.bias"]
+        if sw.shape[1] <= new_sd["select.weight"].shape[1]:
+            w = torch.zeros_like(new_sd["select.weight"])
+            bias = torch.full_like(new_sd["select.bias"], float(sb.mean()) - 2)
+            for i, name in enumerate(old_est):
+                w[new_est.index(name), :sw.shape[1]] = sw[i]
+                bias[new_est.index(name)] = sb[i]
+            out["select.weight"], out["select.bias"] = w, bias
     return out
 
 

@@ -137,3 +137,28 @@ def test_motion_windows_reach_the_network_config(monkeypatch: pytest.MonkeyPatch
     assert cfg.model["motion"] and cfg.model["motion_windows"] == [7, 15, 127]
     assert ATSNetConfig.from_dict(cfg.model).estimate_names[-1] == "mc127"
     assert cfg.patch == 96
+
+
+def test_a_network_grows_wider_and_keeps_its_function() -> None:
+    from spkrecon.models.atsnet import ATSNet, predict
+
+    torch.manual_seed(1)
+    small = ATSNet(ATSNetConfig(widths=(4, 8, 8), mixture=True)).eval()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    big = ATSNet(ATSNetConfig(widths=(6, 12, 8), mixture=True)).eval()
+    big.load_state_dict(T.grown_state(small, big), strict=True)
+    win = (torch.rand((2, 2 * big.config.radius + 1, 16, 16)) < 0.3).to(torch.uint8)
+    with torch.inference_mode():
+        before, after = predict(small, win), predict(big, win)
+    assert float((before - after).abs().max()) < 1e-5  # no new estimates: the same function
+    # The new filters learn: one step moves the weights that read them away from zero.
+    from spkrecon.models.atsnet import window_features
+
+    feats, _ = window_features(win, big.config)
+    big.train()
+    loss = big(feats).square().mean()
+    loss.backward()
+    new_cols = big.up[0][0].weight.grad[:4, 8:12]  # old filters reading the new level-1 ones
+    assert float(new_cols.abs().sum()) > 0
