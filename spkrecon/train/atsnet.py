@@ -93,6 +93,10 @@ class ATSTrainConfig:
     #: most about ``lr`` per step, and the selector's logits must travel several units to
     #: pick one estimate: at the base rate they barely left their start in 2,500 steps.
     select_lr: float = 10.0
+    #: ``charbonnier`` (per pixel, on the normalised rate) or ``logmse``: the mean over
+    #: patches of log(MSE), i.e. minus their mean PSNR, so that a clean patch's relative
+    #: error weighs as much as a hard one's (Charbonnier lets fast, noisy patches dominate).
+    loss: str = "charbonnier"
     #: Comma-separated layer-name prefixes that keep their fresh values even when ``init``
     #: has them (e.g. ``select``: restart a mixture that has saturated).
     reinit: str = ""
@@ -252,6 +256,20 @@ def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfi
     return res.spikes.to(torch.uint8), truth * cfg.alpha
 
 
+LOSSES = ("charbonnier", "logmse")
+
+
+def training_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "charbonnier"
+                  ) -> torch.Tensor:
+    """Loss of normalised rates ``pred`` and ``target`` ``(B, P, P)``."""
+    if kind == "logmse":
+        mse = ((pred - target) ** 2).mean(dim=(-2, -1))
+        return torch.log10(mse + 1e-5).mean()
+    if kind != "charbonnier":
+        raise ValueError(f"unknown loss {kind!r}: use one of {', '.join(LOSSES)}")
+    return torch.sqrt((pred - target) ** 2 + 1e-6).mean()
+
+
 def augment(x: torch.Tensor, y: torch.Tensor, g: torch.Generator
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random flip / 90-degree rotation of windows ``(B, T, P, P)`` and truth."""
@@ -308,7 +326,7 @@ def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
     keys = {k: v for k, v in asdict(cfg).items() if k not in (
         "out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
         "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed", "model",
-        "init", "reinit", "select_lr")}
+        "init", "reinit", "select_lr", "loss")}
     text = json.dumps([2, keys, net.radius, files], sort_keys=True)  # 2: (name, x, y)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = val_cache_path(digest)
@@ -459,6 +477,8 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
     import copy
 
     torch.set_num_threads(max(1, cfg.threads))
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}: use one of {', '.join(LOSSES)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     net_cfg = ATSNetConfig.from_dict(cfg.model) if cfg.model else ATSNetConfig()
@@ -548,7 +568,7 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
             group["lr"] = _lr(step, cfg) * group.get("scale", 1.0)
         pred = model(feats)[:, 0]
         target = y / s[:, 0]
-        loss = torch.sqrt((pred - target) ** 2 + 1e-6).mean()
+        loss = training_loss(pred, target, cfg.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

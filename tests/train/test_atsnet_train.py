@@ -162,3 +162,21 @@ def test_a_network_grows_wider_and_keeps_its_function() -> None:
     loss.backward()
     new_cols = big.up[0][0].weight.grad[:4, 8:12]  # old filters reading the new level-1 ones
     assert float(new_cols.abs().sum()) > 0
+
+
+def test_logmse_loss_is_minus_the_mean_patch_psnr_over_ten() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand((3, 8, 8), generator=g)
+    noise = torch.tensor([0.05, 0.1, 0.3]).view(3, 1, 1) * torch.randn((3, 8, 8), generator=g)
+    pred = target + noise
+    mse = (noise ** 2).mean(dim=(1, 2))
+    want = torch.log10(mse + 1e-5).mean()
+    assert float(T.training_loss(pred, target, "logmse")) == pytest.approx(float(want))
+    # Halving the clean patch's error lowers it as much as halving the noisy one's.
+    def halved(i: int) -> torch.Tensor:
+        n = noise.clone()
+        n[i] *= 0.5
+        return T.training_loss(target + n, target, "logmse")
+    assert float(halved(0)) == pytest.approx(float(halved(2)), abs=0.01)
+    with pytest.raises(ValueError, match="unknown loss"):
+        T.training_loss(pred, target, "l3")
