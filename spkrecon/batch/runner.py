@@ -577,6 +577,14 @@ def _run_pool(ctx: _Context, todo: list[Job], jobs: int, threads: int | None,
               gpu_base: int) -> None:
     import multiprocessing as mp
 
+    # The queues' semaphores are registered with multiprocessing's resource tracker, a process
+    # that starts with the first of them and takes this interpreter's -W options. When Ctrl-C
+    # stops the batch while a worker holds one, the tracker frees it at exit and warns about a
+    # "leaked semaphore" on stderr, after the batch's one-line message (seen in CI): the
+    # tracker's cleanup is what should happen, so its warning is silenced.
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet not in sys.warnoptions:
+        sys.warnoptions.append(quiet)
     spawn = mp.get_context("spawn")
     tasks, results = spawn.Queue(), spawn.Queue()
     by_name = {j.name: j for j in todo}
