@@ -262,12 +262,16 @@ LOSSES = ("charbonnier", "logmse")
 def training_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "charbonnier"
                   ) -> torch.Tensor:
     """Loss of normalised rates ``pred`` and ``target`` ``(B, P, P)``."""
+    _check_loss(kind)
     if kind == "logmse":
         mse = ((pred - target) ** 2).mean(dim=(-2, -1))
         return torch.log10(mse + 1e-5).mean()
-    if kind != "charbonnier":
-        raise ValueError(f"unknown loss {kind!r}: use one of {', '.join(LOSSES)}")
     return torch.sqrt((pred - target) ** 2 + 1e-6).mean()
+
+
+def _check_loss(kind: str) -> None:
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}: use one of {', '.join(LOSSES)}")
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, g: torch.Generator
@@ -477,8 +481,7 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
     import copy
 
     torch.set_num_threads(max(1, cfg.threads))
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown loss {cfg.loss!r}: use one of {', '.join(LOSSES)}")
+    _check_loss(cfg.loss)  # before any work, not at the first step
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     net_cfg = ATSNetConfig.from_dict(cfg.model) if cfg.model else ATSNetConfig()
