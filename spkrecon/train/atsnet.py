@@ -39,6 +39,7 @@ from spkrecon.simulate.core import simulate_batch
 from spkrecon.simulate.motion import MotionConfig, MotionScene, Trajectory, random_sprites
 from spkrecon.simulate.noise import NoiseModel
 from spkrecon.simulate.scenes import GainScene, Scene, load_grey
+from spkrecon.train.clips import FlowClips
 
 
 @dataclass
@@ -100,6 +101,14 @@ class ATSTrainConfig:
     #: Comma-separated layer-name prefixes that keep their fresh values even when ``init``
     #: has them (e.g. ``select``: restart a mixture that has saturated).
     reinit: str = ""
+    #: Folders of frame sequences (``--videos``, e.g. DAVIS clips): real motion, several
+    #: motions at once, occlusions. ``video_share`` of the batches come from them, the light
+    #: of frame ``k`` at readout step ``k * spf``, ``spf`` log-uniform in
+    #: [``video_spf_min``, ``video_spf_max``]. Held-out clips are validation only.
+    videos: list[str] = field(default_factory=list)
+    video_share: float = 0.0
+    video_spf_min: float = 8.0
+    video_spf_max: float = 60.0
 
 
 class FastMotionScene(MotionScene):
@@ -201,16 +210,26 @@ def _speeds(g: torch.Generator, n: int, cfg: ATSTrainConfig) -> torch.Tensor:
 
 
 def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfig,
-               g: torch.Generator, *, speed: float | None = None, rate: float | None = None
+               g: torch.Generator, *, speed: float | None = None, rate: float | None = None,
+               clips: FlowClips | None = None, spf: float | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Spike windows ``(B, T, P, P)`` uint8 and true rates ``(B, P, P)`` at the middle frame.
 
     ``speed`` / ``rate`` fix the camera speed and the mean rate (validation; ``rate=0``: the
-    image's own light); by default they are drawn from the configured distributions.
+    image's own light); by default they are drawn from the configured distributions. With
+    ``clips``, ``video_share`` of the batches (all of them with ``spf`` given: readout steps
+    per video frame) are crops of video clips instead.
     """
     b, p = cfg.batch, cfg.patch
     r = net.radius
     steps = 2 * r + 1
+    key = torch.tensor([float(r)], dtype=torch.float64)
+    if clips is not None and (spf is not None or float(_u(g)) < cfg.video_share):
+        if spf is None:
+            spf = math.exp(float(_u(g, (), math.log(cfg.video_spf_min),
+                                    math.log(cfg.video_spf_max))))
+        scene = clips.scene(b, p, steps, spf, (cfg.scale_min, cfg.scale_max), g)
+        return _expose(scene, scene.light_at(key)[:, 0], cfg, net, g, rate)
     bg = _crops(images, b, 2 * p, (cfg.scale_min, cfg.scale_max), g)
     sprite_src = _crops(images, b, p, (cfg.scale_min, cfg.scale_max), g)
     v = _speeds(g, b, cfg) if speed is None else torch.full((b,), float(speed), dtype=torch.float64)
@@ -231,8 +250,15 @@ def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfi
     resample = "bicubic" if float(_u(g)) < cfg.bicubic_prob else "bilinear"
     scene = FastMotionScene(bg, (p, p), camera, sprites, steps, resample=resample)
     truth_scene = FastMotionScene(bg, (p, p), camera, sprites, steps, resample="bicubic")
-    key = torch.tensor([float(r)], dtype=torch.float64)
-    plain = truth_scene.light_at(key)[:, 0]
+    return _expose(scene, truth_scene.light_at(key)[:, 0], cfg, net, g, rate)
+
+
+def _expose(scene: Scene, plain: torch.Tensor, cfg: ATSTrainConfig, net: ATSNetConfig,
+            g: torch.Generator, rate: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes of ``scene`` and the truth from its key-frame light ``plain (B, P, P)``, at a
+    drawn (or the given) light level and noise."""
+    b, r = plain.shape[0], net.radius
+    steps = 2 * r + 1
     mean = plain.mean(dim=(1, 2)).clamp(min=0.02).double()
     if rate == 0:
         gain = torch.ones_like(mean)
@@ -312,32 +338,67 @@ def make_validation(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNet
     return out
 
 
+#: Validation on held-out video clips (with ``--videos``; logged, not used to pick best.pt):
+#: (name, readout steps per video frame, mean rate; 0: the clip's own light).
+VIDEO_VAL_CONDITIONS: tuple[tuple[str, float, float], ...] = (
+    ("clip-spf40", 40.0, 0.0), ("clip-spf12", 12.0, 0.0), ("clip-dark", 40.0, 0.03),
+)
+
+
+def make_video_validation(clips: FlowClips, cfg: ATSTrainConfig, net: ATSNetConfig,
+                          seed: int = 54321
+                          ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Fixed validation batches ``(name, windows, truth)`` from held-out clips."""
+    g = torch.Generator().manual_seed(seed)
+    vcfg = ATSTrainConfig(**{**asdict(cfg), "batch": cfg.val_per_condition,
+                              "patch": cfg.val_patch})
+    return [(name, *make_batch([], vcfg, net, g, rate=rate, clips=clips, spf=spf))
+            for name, spf, rate in VIDEO_VAL_CONDITIONS]
+
+
 def val_cache_path(digest: str) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("spkrecon")) / f"atsnet-val-{digest}.pt"
 
 
-def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig
+#: Options that do not change the validation data (the rest key its cache).
+_NOT_DATA = ("out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
+             "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed",
+             "model", "init", "reinit", "select_lr", "loss")
+#: ... and of those, the ones that only concern the video clips (or only the photos).
+_VIDEO_ONLY = ("videos", "video_share", "video_spf_min", "video_spf_max")
+
+
+def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig, *, videos: bool = False
                       ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """:func:`make_validation`, kept in the user cache (keyed by everything it depends on)."""
+    """:func:`make_validation` (with ``videos``: :func:`make_video_validation`, empty without
+    ``cfg.videos``), kept in the user cache (keyed by everything it depends on)."""
     import hashlib
 
     from spkrecon.models.weights import atomic_torch_save
     from spkrecon.suites import holdout_images
+    from spkrecon.train.data import clip_folders
 
-    files = [str(p) for folder in cfg.images for p in holdout_images(folder)]
-    keys = {k: v for k, v in asdict(cfg).items() if k not in (
-        "out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
-        "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed", "model",
-        "init", "reinit", "select_lr", "loss")}
-    text = json.dumps([2, keys, net.radius, files], sort_keys=True)  # 2: (name, x, y)
+    if videos and not cfg.videos:
+        return []
+    keys = {k: v for k, v in asdict(cfg).items() if k not in _NOT_DATA + _VIDEO_ONLY}
+    if videos:
+        files = [str(c) for folder in cfg.videos for c in clip_folders(folder)]
+        text = json.dumps(["video", 1, keys, net.radius, files], sort_keys=True)
+    else:
+        files = [str(p) for folder in cfg.images for p in holdout_images(folder)]
+        text = json.dumps([2, keys, net.radius, files], sort_keys=True)  # 2: (name, x, y)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = val_cache_path(digest)
     if path.is_file():
         data = torch.load(path, map_location="cpu", weights_only=True)
         return [(n, x, y) for n, x, y in data]
-    val = make_validation(load_images(cfg.images, cfg.max_side, holdout=True), cfg, net)
+    if videos:
+        val = make_video_validation(FlowClips.cached(cfg.videos, holdout=True,
+                                                     max_side=cfg.max_side), cfg, net)
+    else:
+        val = make_validation(load_images(cfg.images, cfg.max_side, holdout=True), cfg, net)
     atomic_torch_save(val, path)
     return val
 
@@ -365,15 +426,23 @@ def _lr(step: int, cfg: ATSTrainConfig) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
+def training_clips(cfg: ATSTrainConfig) -> FlowClips | None:
+    """The training clips of ``cfg.videos`` (None without videos or a video share)."""
+    if not cfg.videos or cfg.video_share <= 0:
+        return None
+    return FlowClips.cached(cfg.videos, holdout=False, max_side=cfg.max_side)
+
+
 def _producer(queue: Any, cfg: dict[str, Any], seed: int) -> None:
     """Worker process: simulate batches forever into ``queue``."""
     torch.set_num_threads(1)
     conf = ATSTrainConfig(**cfg)
     net = ATSNetConfig.from_dict(conf.model)
     images = load_images(conf.images, conf.max_side, holdout=False)
+    clips = training_clips(conf)
     g = torch.Generator().manual_seed(seed)
     while True:
-        queue.put(make_batch(images, conf, net, g))
+        queue.put(make_batch(images, conf, net, g, clips=clips))
 
 
 class _Batches:
@@ -382,6 +451,7 @@ class _Batches:
     def __init__(self, cfg: ATSTrainConfig, net: ATSNetConfig, g: torch.Generator,
                  images: list[torch.Tensor], seed: int) -> None:
         self.cfg, self.net, self.g, self.images = cfg, net, g, images
+        self.clips = training_clips(cfg) if cfg.workers == 0 else None
         self.procs: list[Any] = []
         if cfg.workers > 0:
             import torch.multiprocessing as mp
@@ -398,7 +468,7 @@ class _Batches:
         if self.procs:
             x, y = self.queue.get()
             return x.clone(), y.clone()
-        return make_batch(self.images, self.cfg, self.net, self.g)
+        return make_batch(self.images, self.cfg, self.net, self.g, clips=self.clips)
 
     def close(self) -> None:
         for proc in self.procs:
@@ -532,6 +602,15 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
     images = load_images(cfg.images, cfg.max_side, holdout=False) if cfg.workers == 0 else []
     batches = _Batches(cfg, net_cfg, g, images, seed=cfg.seed * 1000 + step)
     val = cached_validation(cfg, net_cfg)
+    vval = cached_validation(cfg, net_cfg, videos=True)
+
+    def scored(net: ATSNet) -> tuple[dict[str, float], dict[str, Any]]:
+        """Validation scores, and the log record's fields (``val``, ``val_video``)."""
+        sc = validate(net, val, cfg.alpha)
+        rec: dict[str, Any] = {"val": {k: round(v, 3) for k, v in sc.items()}}
+        if vval:
+            rec["val_video"] = {k: round(v, 3) for k, v in validate(net, vval, cfg.alpha).items()}
+        return sc, rec
     log = (out / "log.jsonl").open("a")
     t0 = time.time() - elapsed
     budget_end = time.time() + cfg.minutes * 60
@@ -541,14 +620,12 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
     if cfg.init and step == 0:
         # The starting point's score, so that the run's gains read from its own log (and
         # best.pt is never worse than the weights it started from).
-        scores = validate(ema, val, cfg.alpha)
+        scores, rec = scored(ema)
         best = scores["mean"]
-        save_atsnet(ema, out / "best.pt", {"step": 0, "samples": 0, "init": cfg.init,
-                                           "val": {k: round(v, 3) for k, v in scores.items()},
+        save_atsnet(ema, out / "best.pt", {"step": 0, "samples": 0, "init": cfg.init, **rec,
                                            "minutes": 0.0}, cfg.alpha)
-        log.write(json.dumps({"step": 0, "minutes": 0.0,
-                              "val": {k: round(v, 3) for k, v in scores.items()},
-                              "best": True, "init": cfg.init}) + "\n")
+        log.write(json.dumps({"step": 0, "minutes": 0.0, **rec, "best": True,
+                              "init": cfg.init}) + "\n")
         log.flush()
         print(f"step 0 val {best:.2f} (the initial weights)", flush=True)
         last_val = time.time()
@@ -592,17 +669,14 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         now = time.time()
         last_step = now >= budget_end or step >= cfg.total_steps
         if now - last_val >= cfg.val_minutes * 60 or last_step:  # and once at the end
-            scores = validate(ema, val, cfg.alpha)
+            scores, rec = scored(ema)
             improved = scores["mean"] > best
             if improved:
                 best = scores["mean"]
                 save_atsnet(ema, out / "best.pt", {"step": step, "samples": step * cfg.batch,
-                                                    "val": {k: round(v, 3)
-                                                            for k, v in scores.items()},
-                                                    "minutes": round((now - t0) / 60, 1)},
+                                                    **rec, "minutes": round((now - t0) / 60, 1)},
                              cfg.alpha)
-            log.write(json.dumps({"step": step, "minutes": round((now - t0) / 60, 2),
-                                  "val": {k: round(v, 3) for k, v in scores.items()},
+            log.write(json.dumps({"step": step, "minutes": round((now - t0) / 60, 2), **rec,
                                   "best": improved}) + "\n")
             log.flush()
             print(f"step {step} val {scores['mean']:.2f} {'*' if improved else ''}", flush=True)
@@ -620,8 +694,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train ATSNet on the CPU (resumable).")
     ap.add_argument("--images", action="append", required=True)
     ap.add_argument("--out", default="training/atsnet")
+    ap.add_argument("--videos", action="append", default=[],
+                    help="folder of frame-sequence folders (e.g. DAVIS clips); with --video-share")
     for name, f in ATSTrainConfig.__dataclass_fields__.items():
-        if name in ("images", "out", "model", "init", "reinit"):
+        if name in ("images", "out", "model", "init", "reinit", "videos"):
             continue
         ap.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default)
     ap.add_argument("--widths", default=None, help="U-Net widths, e.g. 16,32,64,128")
