@@ -434,15 +434,26 @@ def training_clips(cfg: ATSTrainConfig) -> FlowClips | None:
 
 
 def _producer(queue: Any, cfg: dict[str, Any], seed: int) -> None:
-    """Worker process: simulate batches forever into ``queue``."""
+    """Worker process: simulate batches into ``queue`` until the training process is gone
+    (a trainer killed by a signal cannot stop its daemon workers; they would simulate on)."""
+    import multiprocessing
+    import queue as queues
+
     torch.set_num_threads(1)
     conf = ATSTrainConfig(**cfg)
     net = ATSNetConfig.from_dict(conf.model)
     images = load_images(conf.images, conf.max_side, holdout=False)
     clips = training_clips(conf)
     g = torch.Generator().manual_seed(seed)
-    while True:
-        queue.put(make_batch(images, conf, net, g, clips=clips))
+    parent = multiprocessing.parent_process()
+    while parent is None or parent.is_alive():
+        batch = make_batch(images, conf, net, g, clips=clips)
+        while parent is None or parent.is_alive():
+            try:
+                queue.put(batch, timeout=2.0)
+                break
+            except queues.Full:
+                continue
 
 
 class _Batches:

@@ -180,3 +180,55 @@ def test_logmse_loss_is_minus_the_mean_patch_psnr_over_ten() -> None:
     assert float(halved(0)) == pytest.approx(float(halved(2)), abs=0.01)
     with pytest.raises(ValueError, match="unknown loss"):
         T.training_loss(pred, target, "l3")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc")
+def test_worker_exits_when_the_trainer_is_killed(images: Path, tmp_path: Path) -> None:
+    """A trainer killed by a signal cannot stop its daemon worker: the worker must notice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spkrecon.train.atsnet", "--images", str(images), "--out",
+         str(tmp_path / "run"), "--patch", "16", "--batch", "2", "--widths", "4,8",
+         "--workers", "1", "--minutes", "5", "--total-steps", "100000", "--val-patch", "16",
+         "--val-per-condition", "1", "--log-every", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = tmp_path / "run" / "log.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.is_file() and log.read_text().count("loss")):
+            time.sleep(0.5)  # training steps: the worker is up and feeding
+        workers = [c for c in _children(proc.pid)
+                   if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert workers, "no simulator worker found"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() and
+                                         "Z" not in Path(f"/proc/{w}/stat").read_text()
+                                         .rsplit(")", 1)[1].split()[0] for w in workers):
+        time.sleep(0.5)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "the simulator worker outlived its trainer"
