@@ -1,13 +1,16 @@
-"""The project's evaluation suites: build the speed and light suites, score every method.
+"""The project's evaluation suites: build the speed, light and video suites, score every method.
 
-Builds (or reuses, when ``--out`` already holds the same suite) two seeded suites of
-recordings with ground truth from the held-out images of ``--images`` (``spkrecon.suites``:
-``zlib.crc32(name) % 8 == 0``), simulated by spkrecon's own sensor model:
+Builds (or reuses, when ``--out`` already holds the same suite) seeded suites of recordings
+with ground truth from the held-out images of ``--images`` and the held-out clips of
+``--videos`` (``spkrecon.suites``: ``zlib.crc32(name) % 8 == 0``), simulated by spkrecon's
+own sensor model:
 
 - speed: camera pans and moving sprites at 0, 0.15, 0.5, 1, 2 and 4 px per readout step,
   normal light, 257 frames, key frame index 128;
 - light: 0.3, 0.1 and 0.03 spikes per pixel per frame, 0-0.2 px per step, 401 frames, key
-  frame index 200.
+  frame index 200;
+- video: real motion from video clips at 40 and 10 readout steps per video frame
+  (flow-interpolated), normal light, 257 frames, key frame index 128.
 
 Every method (``--methods all``: every registered one; a method that cannot run, such as
 ``spk2imgnet`` without weights, is skipped with its reason; ``tfp:window=201`` adds a
@@ -16,8 +19,9 @@ against ``light / k``. Writes markdown tables (``--markdown``), the two plots (`
 ``suite_speed.png``, ``suite_light.png``) and every per-recording score (``--json``).
 See docs/results.md, "The project's suites".
 
-Usage: python benchmarks/eval_suites.py [--images DIR] [--out DIR] [--methods all|a,b]
-       [--per-condition 6] [--size 128x160] [--seed 0] [--suites speed,light]
+Usage: python benchmarks/eval_suites.py [--images DIR] [--videos DIR] [--out DIR]
+       [--methods all|a,b] [--per-condition 6] [--size 128x160] [--seed 0]
+       [--suites speed,light,video]
        [--noise off|realistic] [--markdown FILE] [--plots DIR] [--json FILE] [--threads N]
 """
 
@@ -48,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=Path, default=ROOT.parent / "shared/data/images/train",
                     help="folder of images; only its held-out ones are used")
+    ap.add_argument("--videos", type=Path, default=ROOT.parent / "shared/data/videos",
+                    help="folder of clip folders (numbered frames); only held-out clips are "
+                         "used (the video suite)")
     ap.add_argument("--out", type=Path, default=ROOT / "scratch/suites",
                     help="where the suites' recordings go (reused when identical)")
     ap.add_argument("--methods", default="all")
     ap.add_argument("--per-condition", type=int, default=6)
     ap.add_argument("--size", type=parse_size, default=(128, 160), help="H x W")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--suites", default="speed,light")
+    ap.add_argument("--suites", default="speed,light,video")
     ap.add_argument("--noise", default="off", choices=("off", "realistic"),
                     help="sensor noise (default off, as 'spkrecon simulate')")
     ap.add_argument("--markdown", type=Path, default=None)
@@ -91,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(images) < 3:
             raise SpkreconError(f"{args.images} holds {len(images)} held-out image(s); the "
                                 "suites need at least 3")
-        makers = {"speed": S.speed_suite, "light": S.light_suite}
+        clips: list[Path] = []
+        if "video" in names:
+            clips = S.holdout_clips(args.videos) if args.videos.is_dir() else []
+            if not clips:
+                raise SpkreconError(f"{args.videos} holds no held-out video clips",
+                                    "pass --videos DIR, or --suites speed,light")
+        makers = {"speed": S.speed_suite, "light": S.light_suite, "video": S.video_suite}
         specs = [makers[n](args.per_condition, args.size, args.seed, args.noise) for n in names]
         built = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -106,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                                     description=f"{'reusing' if reused else 'building'} {name}")
 
                 t0 = time.perf_counter()
-                built.append(S.build_suite(spec, images, args.out,
+                built.append(S.build_suite(spec, clips if spec.name == "video" else images,
+                                           args.out,
                                            advance=lambda k, task=task: progress.advance(task, k),
                                            on_start=start))
                 build_seconds[spec.name] = round(time.perf_counter() - t0, 1)
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 built, methods, advance=lambda k: progress.advance(task, k),
                 on_method=lambda m: progress.update(task, description=f"scoring {m}"))
     except SpkreconError as exc:
-        console.print(f"error: {exc}")
+        console.print(f"error: {exc}", soft_wrap=True)
         return 2
     result["build_seconds"] = build_seconds
     result["seconds"] = round(time.perf_counter() - t_start, 1)

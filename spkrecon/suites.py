@@ -10,6 +10,13 @@ excludes them), written as files, and every registered method is scored on them:
 - ``light``: mean firing rates of 0.3, 0.1 and 0.03 spikes per pixel per frame (the image
   scaled by a gain ``k`` per recording), motion drawn uniformly in 0-0.2 px per step; 401
   frames, key frame index 200.
+- ``video``: real motion (several bodies, non-rigid, occlusions) from **held-out video
+  clips** (:func:`holdout_clips`, the same rule on the clip folder's name), the light of
+  video frame ``n`` at readout step ``n * spf`` for ``spf`` 40 and 10 readout steps per video
+  frame, flow-interpolated in between (:mod:`spkrecon.simulate.flow`), normal light; 257
+  frames, key frame index 128; the views are crops of the frames scaled to cover 3x the
+  view (0.8x for 854x480 clips). Each recording notes its measured speed (the mean flow at
+  the key frame, and its 95th percentile, px per step).
 
 Even-numbered recordings of a condition are camera pans over a still photo (constant
 velocity in a random direction, no zoom, rotation or wobble), odd ones a still camera with
@@ -55,8 +62,10 @@ HOLDOUT_MODULUS = 8
 SPEEDS = (0.0, 0.15, 0.5, 1.0, 2.0, 4.0)
 LIGHT_RATES = (0.3, 0.1, 0.03)
 LIGHT_MAX_SPEED = 0.2
-SUITE_NAMES = ("speed", "light")
-_SUITE_CODES = {"speed": 1, "light": 2}
+#: Readout steps per video frame of the video suite's conditions (slow and fast motion).
+VIDEO_SPFS = (40.0, 10.0)
+SUITE_NAMES = ("speed", "light", "video")
+_SUITE_CODES = {"speed": 1, "light": 2, "video": 3}
 NOISE_CHOICES = ("off", "realistic")
 
 
@@ -74,6 +83,16 @@ def holdout_images(folder: str | Path) -> list[Path]:
     return sorted((p for p in d.iterdir()
                    if p.is_file() and p.suffix.lower() in IMAGE_EXTS and is_holdout(p.name)),
                   key=lambda p: p.name)
+
+
+def holdout_clips(folder: str | Path) -> list[Path]:
+    """The held-out clips of ``folder`` (sub-folders of numbered frames whose name
+    :func:`is_holdout` picks), sorted by name."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError(f"{d} is not a folder of video clips")
+    return sorted((c for c in d.iterdir() if c.is_dir() and is_holdout(c.name) and any(
+        p.suffix.lower() in IMAGE_EXTS for p in c.iterdir())), key=lambda c: c.name)
 
 
 # -- specification ---------------------------------------------------------------------
@@ -139,6 +158,15 @@ def light_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed
     """The light curve: mean rates ``rates`` spikes/frame, speeds uniform in 0-0.2 px/step."""
     return SuiteSpec("light", tuple(float(r) for r in rates), per_condition, size[0], size[1],
                      seed, steps=401, key=200, noise=noise, max_speed=LIGHT_MAX_SPEED)
+
+
+def video_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed: int = 0,
+                noise: str = "off", spfs: Sequence[float] = VIDEO_SPFS) -> SuiteSpec:
+    """Real motion: held-out clips at ``spfs`` readout steps per video frame, normal light."""
+    # margin 3: 128x160 views of 854x480 clips scaled by 0.8 (so motion is the clips' own,
+    # nearly), at a seeded place in a 384x480 cover.
+    return SuiteSpec("video", tuple(float(v) for v in spfs), per_condition, size[0], size[1],
+                     seed, steps=257, key=128, noise=noise, margin=3.0, sprites=0)
 
 
 def recording_seeds(spec: SuiteSpec, condition: float, index: int) -> tuple[int, int]:
@@ -214,6 +242,8 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
     )
     from spkrecon.simulate.scenes import StaticScene, resize_cover
 
+    if spec.name == "video":
+        return _plan_clip(spec, condition, index, images)
     if not images:
         raise InputError("no held-out images to build the suites from")
     scene_seed, sensor_seed = recording_seeds(spec, condition, index)
@@ -281,6 +311,59 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
         sensor_seed
 
 
+def _plan_clip(spec: SuiteSpec, condition: float, index: int, clips: Sequence[Path]
+               ) -> tuple[RecordingPlan, int]:
+    """Recording ``index`` of the video suite: clip ``index`` (cycling through ``clips``
+    from a seeded offset), a seeded start frame, direction of play and crop."""
+    import torch
+
+    from spkrecon.simulate.core import make_generator
+    from spkrecon.simulate.scenes import FrameScene, list_frames, resize_cover
+
+    if not clips:
+        raise InputError("no held-out video clips to build the video suite from")
+    scene_seed, sensor_seed = recording_seeds(spec, condition, index)
+    g = make_generator(scene_seed)
+    offset = int(torch.randint(len(clips), (), generator=g))
+    clip = clips[(index + offset) % len(clips)]
+    files = list_frames(clip)
+    spf = float(condition)
+    need = int(math.ceil((spec.steps - 1) / spf - 1e-9)) + 1
+    if len(files) < need:
+        raise InputError(f"clip {clip.name} has {len(files)} frames; {spf:g} steps per frame "
+                         f"over {spec.steps} steps needs {need}")
+    start = int(torch.randint(len(files) - need + 1, (), generator=g))
+    backwards = bool(torch.rand((), generator=g) < 0.5)
+    h, w = spec.size
+    ch, cw = math.ceil(h * spec.margin), math.ceil(w * spec.margin)
+    y = int(torch.randint(ch - h + 1, (), generator=g))
+    x = int(torch.randint(cw - w + 1, (), generator=g))
+    chosen = files[start:start + need]
+    if backwards:
+        chosen = chosen[::-1]
+    frames = torch.stack([resize_cover(_load_image(f), ch, cw)[y:y + h, x:x + w]
+                          for f in chosen])
+    scene = FrameScene(frames[None], spf, interp="flow")
+    # The measured speed: the mean flow of the frame pair around the key frame, per step.
+    pair = scene._pair(min(int(spec.key // spf), need - 2))
+    flow = pair.flow01.norm(dim=1) / spf
+    speed = float(flow.mean())
+    info: dict[str, Any] = {"clip": clip.name, "frames": [chosen[0].name, chosen[-1].name],
+                            "speed_p95": round(float(flow.flatten().quantile(0.95)), 4),
+                            "backwards": backwards, "crop": [y, x], "cover": [ch, cw]}
+    name = f"{index:02d}_clip_{clip.name}"
+    return RecordingPlan(name, spf, index, "clip", speed, scene, 1.0, info), sensor_seed
+
+
+def source_files(spec: SuiteSpec, sources: Sequence[Path]) -> list[Path]:
+    """The files a suite is built from: the images, or (video suite) every clip's frames."""
+    if spec.name != "video":
+        return list(sources)
+    from spkrecon.simulate.scenes import list_frames
+
+    return [f for clip in sources for f in list_frames(clip)]
+
+
 # -- building --------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
     from spkrecon.simulate.runner import file_digest
@@ -310,13 +393,36 @@ def simulator_fingerprint(images: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def suite_hash(spec: SuiteSpec, images: Sequence[Path]) -> tuple[str, dict[str, Any]]:
-    """The hash that decides reuse, and what it is computed over."""
+def clip_fingerprint(clips: Sequence[Path]) -> str:
+    """SHA-256 of a tiny recording built the video suite's way (flow interpolation between
+    frames): it changes when that part of the simulator's output does."""
+    import tempfile
+
     import torch
 
-    what = {"format": SUITE_FORMAT, "spec": spec.to_dict(),
-            "images": [[p.name, _sha256(p)] for p in images],
-            "simulator": simulator_fingerprint(images), "torch": torch.__version__}
+    spec = SuiteSpec("video", (8.0,), 1, 16, 24, steps=24, key=12)
+    h = hashlib.sha256(f"generator {GENERATOR_VERSION}".encode())
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        plan, sensor_seed = plan_recording(spec, 8.0, 0, clips[:1])
+        r = simulate_recording(spec, plan, sensor_seed, Path(tmp))
+        for key in ("dat", "gt"):
+            h.update((Path(tmp) / r[key]).read_bytes())
+    return h.hexdigest()
+
+
+def suite_hash(spec: SuiteSpec, images: Sequence[Path]) -> tuple[str, dict[str, Any]]:
+    """The hash that decides reuse, and what it is computed over (``images``: the clips,
+    for the video suite)."""
+    import torch
+
+    files = source_files(spec, images)
+    what: dict[str, Any] = {
+        "format": SUITE_FORMAT, "spec": spec.to_dict(),
+        "images": [[f"{p.parent.name}/{p.name}" if spec.name == "video" else p.name,
+                    _sha256(p)] for p in files],
+        "simulator": simulator_fingerprint(files), "torch": torch.__version__}
+    if spec.name == "video":
+        what["video_simulator"] = clip_fingerprint(images)
     text = json.dumps(what, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest(), what
 
@@ -377,7 +483,8 @@ def _valid_existing(folder: Path, digest: str) -> dict[str, Any] | None:
 def build_suite(spec: SuiteSpec, images: Sequence[Path], out: str | Path,
                 advance: Callable[[int], None] | None = None,
                 on_start: Callable[[int, bool], None] | None = None) -> tuple[Path, dict]:
-    """Build suite ``spec`` from held-out ``images`` into ``out/<name>/``, or reuse it.
+    """Build suite ``spec`` from held-out ``images`` (the video suite: held-out clips) into
+    ``out/<name>/``, or reuse it.
 
     The folder is reused when its ``suite.json`` has the same hash (spec, images' bytes,
     :func:`simulator_fingerprint`, torch version) and every file still has its recorded
@@ -599,7 +706,8 @@ def summarise(scores: Iterable[dict[str, Any]]) -> dict[tuple[str, float], dict[
     return out
 
 
-_CONDITION_HEADER = {"speed": "speed (px/step)", "light": "light (spikes/frame)"}
+_CONDITION_HEADER = {"speed": "speed (px/step)", "light": "light (spikes/frame)",
+                     "video": "steps per video frame"}
 
 
 def markdown_tables(result: dict[str, Any], suites: Sequence[str] = SUITE_NAMES) -> str:
@@ -631,6 +739,9 @@ def markdown_tables(result: dict[str, Any], suites: Sequence[str] = SUITE_NAMES)
                 if suite == "light":
                     rates = [per[m]["mean_rate"] for m in ran if m in per]
                     cond += f" (measured {np.mean(rates):.3f})" if rates else ""
+                elif suite == "video":
+                    speeds = [per[m]["speed"] for m in ran if m in per]
+                    cond += f" ({np.mean(speeds):.2f} px/step)" if speeds else ""
                 lines.append(f"| {cond} | {n} | " + " | ".join(cells) + " |")
             parts.append("\n".join(lines))
     timing = ["| method | seconds per recording | total seconds |", "|---|---:|---:|"]

@@ -259,3 +259,79 @@ def test_command(tmp_path: Path, image_dir: Path) -> None:
     assert (tmp_path / "plots" / "suite_speed.png").is_file()
     assert "speed suite, PSNR" in (tmp_path / "t.md").read_text()
     assert "speed suite, PSNR" in res.stdout
+
+
+# -- the video suite ---------------------------------------------------------------------
+VSHIFT = 4  # px per video frame, to the right, before the suite's scaling
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three held-out clips (28 frames) of a texture moving VSHIFT px right per frame, one not held
+    out, and one held-out folder that holds no frames."""
+    import imageio.v3 as iio
+
+    d = tmp_path_factory.mktemp("videos")
+    rng = np.random.default_rng(5)
+    held = [f"clip_{i}" for i in range(400) if S.is_holdout(f"clip_{i}")][:4]
+    other = next(f"clip_{i}" for i in range(50) if not S.is_holdout(f"clip_{i}"))
+    for k, name in enumerate(held[:3] + [other]):
+        base = np.kron(rng.random((8, 26)), np.ones((8, 8)))  # 64 x 208 blocks
+        big = 0.2 + 0.6 * (0.7 * base + 0.3 * rng.random(base.shape))
+        (d / name).mkdir()
+        for f in range(28):  # enough for 257 steps at 10 steps per frame
+            x0 = 27 * VSHIFT - f * VSHIFT
+            iio.imwrite(d / name / f"frame_{f:04d}.png",
+                        (big[:, x0:x0 + 96] * 255).astype(np.uint8))
+    (d / held[3]).mkdir()  # no frames: not a clip
+    return d
+
+
+def _video(**kw: object) -> S.SuiteSpec:
+    spec = S.video_suite(per_condition=2, size=(16, 24), seed=1, spfs=(8.0,))
+    return S.SuiteSpec(**{**spec.to_dict(), "conditions": spec.conditions, "steps": 24,
+                          "key": 12, "margin": 2.0, **kw})
+
+
+def test_video_suite_uses_held_out_clips_and_real_motion(tmp_path: Path, clip_dir: Path
+                                                         ) -> None:
+    clips = S.holdout_clips(clip_dir)
+    assert len(clips) == 3 and all(S.is_holdout(c.name) for c in clips)
+    with torch_threads(1):
+        folder, meta = S.build_suite(_video(), clips, tmp_path / "s")
+        again = S.build_suite(_video(), clips, tmp_path / "s")[1]
+    assert again["hash"] == meta["hash"]  # reused
+    recs = meta["recordings"]
+    assert [r["kind"] for r in recs] == ["clip", "clip"]
+    assert {r["clip"] for r in recs} <= {c.name for c in clips}
+    # Frames of 64 x 96 scaled to cover 32 x 48 (x0.5): VSHIFT / 2 px per video frame.
+    for r in recs:
+        assert r["speed"] == pytest.approx(VSHIFT * 0.5 / 8.0, rel=0.35)
+        truth = np.load(folder / r["gt"])
+        assert truth.shape == (16, 24) and 0.1 < truth.mean() < 0.9
+        spikes = np.fromfile(folder / r["dat"], np.uint8)
+        assert spikes.size == 24 * 16 * 24 // 8
+
+
+def test_video_suite_needs_long_enough_clips(tmp_path: Path, clip_dir: Path) -> None:
+    from spkrecon.errors import InputError
+
+    with pytest.raises(InputError, match="has 28 frames"):
+        S.build_suite(_video(steps=300, key=150), S.holdout_clips(clip_dir), tmp_path / "s")
+
+
+@pytest.mark.slow
+def test_command_video_suite(tmp_path: Path, image_dir: Path, clip_dir: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "eval_suites.py"), "--images",
+           str(image_dir), "--videos", str(clip_dir), "--out", str(tmp_path / "suites"),
+           "--methods", "tfp", "--per-condition", "1", "--size", "16x24", "--suites", "video",
+           "--json", str(tmp_path / "t.json")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert {s["suite"] for s in data["scores"]} == {"video"} and len(data["scores"]) == 2
+    assert "video suite, PSNR" in res.stdout and "px/step)" in res.stdout
+    bad = subprocess.run(cmd[:5] + [str(tmp_path / "none")] + cmd[6:], capture_output=True,
+                         text=True, timeout=600)
+    assert bad.returncode == 2 and "no held-out video clips" in bad.stderr
+    assert "Traceback" not in bad.stderr
