@@ -56,8 +56,13 @@ class ATSNetConfig:
     #: windows and the snapshots counted along the measured velocity, and the velocity.
     motion: bool = False
     motion_windows: tuple[int, ...] = (7, 15, 31, 63)
+    #: Per motion stage, the multiple of the spike-count noise's gradient energy that
+    #: regularises the velocity estimate (``noise`` of :func:`estimate_velocity`); empty:
+    #: none (the networks trained before it existed).
+    motion_noise: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        self.motion_noise = tuple(float(k) for k in self.motion_noise)
         self.tfp_windows = tuple(int(w) for w in self.tfp_windows)
         self.isi_orders = tuple(int(k) for k in self.isi_orders)
         self.snapshot_offsets = tuple(int(o) for o in self.snapshot_offsets)
@@ -67,6 +72,12 @@ class ATSNetConfig:
             raise ValueError("tfp_windows and motion_windows must be odd and positive")
         if len(self.widths) < 2:
             raise ValueError("widths needs at least two levels")
+        if self.motion_noise:
+            from spkrecon.models.motion import STAGES
+
+            if len(self.motion_noise) != len(STAGES) or min(self.motion_noise) < 0:
+                raise ValueError(f"motion_noise needs {len(STAGES)} values >= 0 (one per "
+                                 f"motion stage), got {list(self.motion_noise)}")
 
     @property
     def radius(self) -> int:
@@ -156,7 +167,7 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
     if cfg.motion:
         from spkrecon.models.motion import compensated_frames, estimate_velocity
 
-        v = estimate_velocity(spk, r)
+        v = estimate_velocity(spk, r, noise=cfg.motion_noise or 0.0)
         reach = max([n // 2 for n in cfg.motion_windows]
                     + [abs(o) + half for o in cfg.snapshot_offsets])
         taus = torch.arange(-reach, reach + 1)

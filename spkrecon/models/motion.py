@@ -87,15 +87,24 @@ def _grad(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def estimate_velocity(win: torch.Tensor, centre: int,
                       stages: tuple[tuple[int, int, int, int, int], ...] = STAGES,
-                      blur: int = 1, reg: float = 0.05) -> torch.Tensor:
+                      blur: int = 1, reg: float = 0.05,
+                      noise: float | tuple[float, ...] = 0.0) -> torch.Tensor:
     """Velocity field ``(B, 2, H, W)`` (px/step, x then y) at frame ``centre`` of spike
-    windows ``win (B, T, H, W)``; stages must stay inside the window."""
+    windows ``win (B, T, H, W)``; stages must stay inside the window.
+
+    ``reg`` regularises each 2x2 system by that share of the frame's mean structure-tensor
+    trace; ``noise`` adds that many times the gradient energy that spike-count noise alone
+    gives (at each pixel's rate, count length and pyramid level): without it, a scene with
+    little texture anywhere (a floor, a wall, the sky) has only noise to align, and noise
+    moves it at up to several px/step.
+    """
     b, t, h, w = win.shape
     need = reach(stages)
     if centre - need < 0 or centre + need >= t:
         raise ValueError(f"motion stages need {need} frames on each side of the key frame")
     v: torch.Tensor | None = None
-    for level, d, hw, iters, k in stages:
+    kappas = tuple(noise) if isinstance(noise, (tuple, list)) else (noise,) * len(stages)
+    for (level, d, hw, iters, k), kappa in zip(stages, kappas, strict=True):
         s = 2 ** level
         lh, lw = max(1, math.ceil(h / s)), max(1, math.ceil(w / s))
         taus = torch.cat([torch.arange(-d - hw, -d + hw + 1),
@@ -121,6 +130,13 @@ def estimate_velocity(win: torch.Tensor, centre: int,
             # Tikhonov term: where the image has no texture the step is ~0 (keep the coarse
             # estimate) instead of noise amplified by an ill-conditioned 2x2 system.
             lam = reg * (a + c).mean(dim=(1, 2, 3), keepdim=True) + 1e-9
+            if kappa:
+                # A count of n frames (Bernoulli-like along a trajectory) pooled over s x s
+                # pixels has variance r (1 - r) / (n s^2); blurring keeps ~0.14 of it, the
+                # central difference of the two counts' mean ~0.25 of that.
+                m = (0.5 * (before + after)).clamp(0.0, 1.0)
+                var = m * (1 - m) * ((0.035 if blur else 0.25) / (n * s * s))
+                lam = lam + kappa * _box(var, k)
             a, c = a + lam, c + lam
             det = a * c - bb * bb
             ux = -(c * p - bb * q) / det

@@ -719,6 +719,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="add counts along the measured motion (spkrecon.models.motion)")
     ap.add_argument("--motion-windows", default=None,
                     help="with --motion: counts along the motion over these frames, e.g. 7,15,31,63")
+    ap.add_argument("--motion-noise", default=None,
+                    help="with --motion: per motion stage, the multiple of the spike-count "
+                         "noise that regularises the velocity, e.g. 4,0,0,16")
     ap.add_argument("--no-mixture", action="store_true",
                     help="the 15-frame count plus a correction, without the estimate mixture")
     args = vars(ap.parse_args(argv))
@@ -726,12 +729,15 @@ def main(argv: list[str] | None = None) -> None:
     mixture = not args.pop("no_mixture")
     motion = args.pop("motion")
     motion_windows = args.pop("motion_windows")
+    motion_noise = args.pop("motion_noise")
     cfg = ATSTrainConfig(**args)
     cfg.model = {"mixture": mixture, "motion": motion}
     if widths:
         cfg.model["widths"] = [int(w) for w in widths.split(",")]
     if motion_windows:
         cfg.model["motion_windows"] = [int(w) for w in motion_windows.split(",")]
+    if motion_noise:
+        cfg.model["motion_noise"] = [float(k) for k in motion_noise.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     print(json.dumps(train(cfg)))
 

@@ -111,3 +111,30 @@ def test_motion_features_are_named_and_start_as_plain_counts_on_a_still_scene() 
         along, flat = feats[0, names.index(f"mc{n}")], feats[0, names.index(f"tfp{n}")]
         assert float((along - flat)[8:-8, 8:-8].abs().mean()) < 0.02
     assert float(feats[0, names.index("vx")].abs().max()) < 0.05
+
+
+def test_motion_noise_reaches_the_estimate_and_the_weights_file(tmp_path) -> None:
+    """The noise floor is part of the network's config: it changes the velocity channels of
+    a faint scene (where plain Lucas-Kanade aligns noise) and survives a weights file."""
+    with pytest.raises(ValueError, match="motion_noise needs"):
+        ATSNetConfig(motion=True, motion_noise=(1.0, 2.0))
+    rng = np.random.default_rng(7)
+    coarse = torch.from_numpy(rng.uniform(0.48, 0.52, (1, 1, 5, 6)))
+    rate = 0.3 * torch.nn.functional.interpolate(coarse, size=(40, 48), mode="bicubic",
+                                                 align_corners=False)[0, 0].numpy()
+    phase = rng.random((40, 48))
+    plain_cfg = ATSNetConfig(motion=True, widths=(4, 8))
+    t = np.arange(2 * plain_cfg.radius + 1)[:, None, None]
+    win = torch.from_numpy((np.floor(phase + rate * (t + 1)) > np.floor(phase + rate * t))
+                           .astype(np.uint8)[None])
+    floored_cfg = ATSNetConfig(motion=True, widths=(4, 8), motion_noise=(16, 4, 4, 16))
+    speed = {}
+    for name, cfg in (("plain", plain_cfg), ("floored", floored_cfg)):
+        feats, _ = window_features(win, cfg)
+        vx, vy = (feats[0, cfg.channel_names.index(c)] * 4 for c in ("vx", "vy"))
+        speed[name] = float(torch.hypot(vx, vy).median())
+    assert speed["plain"] > 0.3 and speed["floored"] < 0.5 * speed["plain"]
+    path = save_atsnet(ATSNet(floored_cfg), tmp_path / "w.pt")
+    loaded, info = load_atsnet(str(path))
+    assert loaded.config.motion_noise == (16.0, 4.0, 4.0, 16.0)
+    assert info["config"]["motion_noise"] == [16.0, 4.0, 4.0, 16.0]

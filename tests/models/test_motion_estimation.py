@@ -22,10 +22,13 @@ def texture(seed: int = 0) -> torch.Tensor:
     return (0.1 + 0.8 * img.clamp(0, 1))[: H + 2 * m, : W + 2 * m], m
 
 
-def spikes(v: tuple[float, float], rate: float = 0.5, seed: int = 0) -> torch.Tensor:
+def spikes(v: tuple[float, float], rate: float = 0.5, seed: int = 0,
+           contrast: float = 1.0) -> torch.Tensor:
     """Integrate-and-fire spikes ``(1, T, H, W)`` of the texture translating at ``v``
-    px/step (content at ``x`` at the key frame is at ``x + v * tau`` ``tau`` steps later)."""
+    px/step (content at ``x`` at the key frame is at ``x + v * tau`` ``tau`` steps later),
+    its contrast about mid-grey scaled by ``contrast``."""
     img, m = texture(seed)
+    img = 0.5 + contrast * (img - 0.5)
     ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32),
                             torch.arange(W, dtype=torch.float32), indexing="ij")
     acc = torch.rand((H, W), generator=torch.Generator().manual_seed(seed + 1))
@@ -96,3 +99,28 @@ def test_counts_along_the_estimated_motion_are_sharper_than_plain_ones() -> None
     err_along = float((along - truth)[inner].pow(2).mean().sqrt())
     err_plain = float((plain - truth)[inner].pow(2).mean().sqrt())
     assert err_along < 0.75 * err_plain
+
+
+NOISE = (16.0, 4.0, 4.0, 16.0)  # the shipped network's (docs/atsnet.md)
+
+
+def test_a_faint_still_texture_moves_only_with_the_noise_floor_off() -> None:
+    """Where the texture is barely above the spike-count noise (a floor, a wall), plain
+    Lucas-Kanade aligns noise; the noise floor keeps such a scene still."""
+    win = spikes((0.0, 0.0), rate=0.3, contrast=0.03, seed=4)
+    plain = motion.estimate_velocity(win, R).norm(dim=1)
+    floored = motion.estimate_velocity(win, R, noise=NOISE).norm(dim=1)
+    assert float(plain.median()) > 1.0  # measured: 5.7 px/step of made-up motion
+    assert float(floored.median()) < 0.2  # measured: 0.10
+
+
+@pytest.mark.parametrize("v", [(0.4, -0.2), (-2.0, 1.0)])
+def test_the_noise_floor_keeps_textured_motion(v: tuple[float, float]) -> None:
+    est = motion.estimate_velocity(spikes(v), R, noise=NOISE)
+    err = (est[0, :, 16:-16, 16:-16] - torch.tensor(v)[:, None, None]).norm(dim=0)
+    assert float(err.median()) < 0.1 + 0.05 * max(abs(v[0]), abs(v[1]))
+
+
+def test_noise_floor_needs_one_value_per_stage() -> None:
+    with pytest.raises(ValueError):
+        motion.estimate_velocity(spikes((0.0, 0.0)), R, noise=(1.0, 2.0))

@@ -132,9 +132,11 @@ def test_a_grown_run_logs_its_start_and_resumes_its_own_network(
 def test_motion_windows_reach_the_network_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = {}
     monkeypatch.setattr(T, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
-    T.main(["--images", "x", "--motion", "--motion-windows", "7,15,127", "--patch", "96"])
+    T.main(["--images", "x", "--motion", "--motion-windows", "7,15,127", "--patch", "96",
+            "--motion-noise", "16,4,4,16"])
     cfg = seen["cfg"]
     assert cfg.model["motion"] and cfg.model["motion_windows"] == [7, 15, 127]
+    assert ATSNetConfig.from_dict(cfg.model).motion_noise == (16.0, 4.0, 4.0, 16.0)
     assert ATSNetConfig.from_dict(cfg.model).estimate_names[-1] == "mc127"
     assert cfg.patch == 96
 
