@@ -45,6 +45,10 @@ def _old_output(path: Path, kind: str) -> None:
         path.write_bytes(b"an old output")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
@@ -94,8 +98,11 @@ def test_signal_leaves_nothing_partial(recording: Path, tmp_path: Path, kind: st
         args.append("--force")
     env = {**os.environ, "SPKRECON_PROGRESS": "0"}
     env.pop("SPKRECON_DEBUG", None)
+    # As a user's foreground command gets it: a test runner started in the background (or
+    # under nohup) passes SIGINT on ignored, and the CLI rightly keeps an inherited SIG_IGN.
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=_default_sigint)
+
     def ready() -> bool:
         partial = _partial(tmp_path)
         return partial is not None and _busy(partial)
