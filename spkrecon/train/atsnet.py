@@ -426,6 +426,19 @@ def _lr(step: int, cfg: ATSTrainConfig) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
+def _check_sources(cfg: ATSTrainConfig) -> None:
+    """Fail here, before any worker starts, when there is nothing to train on."""
+    from spkrecon.suites import is_holdout
+    from spkrecon.train.data import clip_folders, image_files
+
+    if not any(not is_holdout(p.name) for folder in cfg.images for p in image_files(folder)):
+        raise ValueError(f"no training images in {cfg.images} (the suites' held-out ones "
+                         "are never trained on)")
+    if cfg.videos and cfg.video_share > 0 and not any(
+            not is_holdout(c.name) for folder in cfg.videos for c in clip_folders(folder)):
+        raise ValueError(f"no training clips in {cfg.videos} (held-out clips only validate)")
+
+
 def training_clips(cfg: ATSTrainConfig) -> FlowClips | None:
     """The training clips of ``cfg.videos`` (None without videos or a video share)."""
     if not cfg.videos or cfg.video_share <= 0:
@@ -477,8 +490,18 @@ class _Batches:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.procs:
-            x, y = self.queue.get()
-            return x.clone(), y.clone()
+            import queue as queues
+
+            while True:  # a worker that died (bad data, out of memory) must not hang us
+                try:
+                    x, y = self.queue.get(timeout=5.0)
+                    return x.clone(), y.clone()
+                except queues.Empty:
+                    dead = [p for p in self.procs if not p.is_alive()]
+                    if len(dead) == len(self.procs):
+                        raise RuntimeError(
+                            f"the simulator worker stopped (exit code {dead[0].exitcode}); "
+                            "rerun with --workers 0 to see its error here") from None
         return make_batch(self.images, self.cfg, self.net, self.g, clips=self.clips)
 
     def close(self) -> None:
@@ -611,6 +634,7 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         g.set_state(state["rng"])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min, best {best:.2f})", flush=True)
     images = load_images(cfg.images, cfg.max_side, holdout=False) if cfg.workers == 0 else []
+    _check_sources(cfg)
     batches = _Batches(cfg, net_cfg, g, images, seed=cfg.seed * 1000 + step)
     val = cached_validation(cfg, net_cfg)
     vval = cached_validation(cfg, net_cfg, videos=True)

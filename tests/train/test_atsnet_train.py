@@ -234,3 +234,32 @@ def test_worker_exits_when_the_trainer_is_killed(images: Path, tmp_path: Path) -
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive, "the simulator worker outlived its trainer"
+
+
+def test_nothing_to_train_on_fails_before_any_worker(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    folder = tmp_path / "held"
+    folder.mkdir()
+    iio.imwrite(folder / _names(1, True)[0], np.zeros((16, 16), np.uint8))
+    cfg = _config(folder, tmp_path / "run", steps=2)
+    with pytest.raises(ValueError, match="no training images"):
+        T.train(cfg)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_dead_worker_stops_the_trainer_instead_of_hanging(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    import imageio.v3 as iio
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    iio.imwrite(folder / _names(1, True)[0], np.zeros((48, 56), np.uint8))  # validation
+    (folder / _names(1, False)[0]).write_bytes(b"not a png")  # the worker cannot read it
+    cfg = _config(folder, tmp_path / "run", steps=2)
+    cfg.workers = 1
+    with pytest.raises(RuntimeError, match="simulator worker stopped"):
+        T.train(cfg)
