@@ -275,7 +275,7 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(5)
     held = [f"clip_{i}" for i in range(400) if S.is_holdout(f"clip_{i}")][:4]
     other = next(f"clip_{i}" for i in range(50) if not S.is_holdout(f"clip_{i}"))
-    for k, name in enumerate(held[:3] + [other]):
+    for name in held[:3] + [other]:
         base = np.kron(rng.random((8, 26)), np.ones((8, 8)))  # 64 x 208 blocks
         big = 0.2 + 0.6 * (0.7 * base + 0.3 * rng.random(base.shape))
         (d / name).mkdir()

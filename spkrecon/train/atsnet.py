@@ -39,7 +39,7 @@ from spkrecon.simulate.core import simulate_batch
 from spkrecon.simulate.motion import MotionConfig, MotionScene, Trajectory, random_sprites
 from spkrecon.simulate.noise import NoiseModel
 from spkrecon.simulate.scenes import GainScene, Scene, load_grey
-from spkrecon.train.clips import FlowClips
+from spkrecon.train.clips import FlowClips, split_clips
 
 
 @dataclass
@@ -171,19 +171,24 @@ def _u(g: torch.Generator, shape: tuple[int, ...] = (), lo: float = 0.0, hi: flo
 
 def load_images(folders: list[str], max_side: int, holdout: bool) -> list[torch.Tensor]:
     """Grey images ``(H, W)`` as uint8 tensors: the held-out ones or the others."""
-    from spkrecon.suites import holdout_images, is_holdout
-    from spkrecon.train.data import _shrink, image_files
+    from spkrecon.train.data import _shrink
 
     out = []
-    for folder in folders:
-        files = holdout_images(folder) if holdout else [
-            p for p in image_files(folder) if not is_holdout(p.name)]
-        for p in files:
-            img = _shrink(torch.from_numpy(load_grey(p)), max_side)
-            out.append((img.clamp(0, 1) * 255 + 0.5).to(torch.uint8))
+    for p in _image_files(folders, holdout):
+        img = _shrink(torch.from_numpy(load_grey(p)), max_side)
+        out.append((img.clamp(0, 1) * 255 + 0.5).to(torch.uint8))
     if not out:
         raise ValueError(f"no {'held-out' if holdout else 'training'} images in {folders}")
     return out
+
+
+def _image_files(folders: list[str], holdout: bool) -> list[Path]:
+    """The image files of ``folders`` that the suites hold out, or the others."""
+    from spkrecon.suites import holdout_images, is_holdout
+    from spkrecon.train.data import image_files
+
+    return [p for folder in folders for p in (holdout_images(folder) if holdout else [
+        p for p in image_files(folder) if not is_holdout(p.name)])]
 
 
 def _crops(images: list[torch.Tensor], n: int, size: int, scale: tuple[float, float],
@@ -377,20 +382,16 @@ def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig, *, videos: bool = 
     import hashlib
 
     from spkrecon.models.weights import atomic_torch_save
-    from spkrecon.suites import holdout_images
-    from spkrecon.train.data import clip_folders
 
     if videos and not cfg.videos:
         return []
     keys = {k: v for k, v in asdict(cfg).items() if k not in _NOT_DATA + _VIDEO_ONLY}
-    if videos:
-        files = [str(c) for folder in cfg.videos for c in clip_folders(folder)]
-        text = json.dumps(["video", 1, keys, net.radius, files], sort_keys=True)
-    else:
-        files = [str(p) for folder in cfg.images for p in holdout_images(folder)]
-        text = json.dumps([2, keys, net.radius, files], sort_keys=True)  # 2: (name, x, y)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = val_cache_path(digest)
+    # 2 / "video" 1: the layout, (name, x, y); the held-out sources they are drawn from.
+    head = ["video", 1] if videos else [2]
+    files = [str(p) for p in (split_clips(cfg.videos, holdout=True) if videos
+                              else _image_files(cfg.images, holdout=True))]
+    text = json.dumps([*head, keys, net.radius, files], sort_keys=True)
+    path = val_cache_path(hashlib.sha256(text.encode()).hexdigest()[:16])
     if path.is_file():
         data = torch.load(path, map_location="cpu", weights_only=True)
         return [(n, x, y) for n, x, y in data]
@@ -428,14 +429,10 @@ def _lr(step: int, cfg: ATSTrainConfig) -> float:
 
 def _check_sources(cfg: ATSTrainConfig) -> None:
     """Fail here, before any worker starts, when there is nothing to train on."""
-    from spkrecon.suites import is_holdout
-    from spkrecon.train.data import clip_folders, image_files
-
-    if not any(not is_holdout(p.name) for folder in cfg.images for p in image_files(folder)):
+    if not _image_files(cfg.images, holdout=False):
         raise ValueError(f"no training images in {cfg.images} (the suites' held-out ones "
                          "are never trained on)")
-    if cfg.videos and cfg.video_share > 0 and not any(
-            not is_holdout(c.name) for folder in cfg.videos for c in clip_folders(folder)):
+    if cfg.videos and cfg.video_share > 0 and not split_clips(cfg.videos, holdout=False):
         raise ValueError(f"no training clips in {cfg.videos} (held-out clips only validate)")
 
 
@@ -633,8 +630,8 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         step, best, elapsed = int(state["step"]), float(state["best"]), float(state["elapsed"])
         g.set_state(state["rng"])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min, best {best:.2f})", flush=True)
-    images = load_images(cfg.images, cfg.max_side, holdout=False) if cfg.workers == 0 else []
     _check_sources(cfg)
+    images = load_images(cfg.images, cfg.max_side, holdout=False) if cfg.workers == 0 else []
     batches = _Batches(cfg, net_cfg, g, images, seed=cfg.seed * 1000 + step)
     val = cached_validation(cfg, net_cfg)
     vval = cached_validation(cfg, net_cfg, videos=True)
@@ -742,7 +739,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--motion", action="store_true",
                     help="add counts along the measured motion (spkrecon.models.motion)")
     ap.add_argument("--motion-windows", default=None,
-                    help="with --motion: counts along the motion over these frames, e.g. 7,15,31,63")
+                    help="with --motion: counts along the motion over these frames, "
+                         "e.g. 7,15,31,63")
     ap.add_argument("--motion-noise", default=None,
                     help="with --motion: per motion stage, the multiple of the spike-count "
                          "noise that regularises the velocity, e.g. 4,0,0,16")

@@ -38,29 +38,33 @@ class PairScene(FrameScene):
         return self.pairs[i]
 
 
+def split_clips(folders: list[str], holdout: bool) -> list[Path]:
+    """The clip folders of ``folders`` that the suites hold out, or the others."""
+    from spkrecon.suites import is_holdout
+    from spkrecon.train.data import clip_folders
+
+    return [c for d in folders for c in clip_folders(d) if is_holdout(c.name) == holdout]
+
+
 class FlowClips:
     """Frame sequences ``(S, H, W)`` uint8 and, per consecutive pair, both flows and
     visibility maps at ``flow_side`` pixels (float16, ``(S - 1, 6, h, w)``)."""
 
     def __init__(self, folders: list[str], *, holdout: bool, max_side: int = 800,
                  flow_side: int = 256) -> None:
-        from spkrecon.suites import is_holdout
-        from spkrecon.train.data import _shrink, _to_u8, clip_folders
+        from spkrecon.train.data import _shrink, _to_u8
 
         self.names: list[str] = []
         self.frames: list[torch.Tensor] = []
         self.flows: list[torch.Tensor] = []
-        for folder in folders:
-            for clip in clip_folders(folder):
-                if is_holdout(clip.name) != holdout:
-                    continue
-                frames = torch.stack([_shrink(torch.from_numpy(load_grey(f)), max_side)
-                                      for f in list_frames(clip)])
-                if frames.shape[0] < 2:
-                    continue
-                self.names.append(clip.name)
-                self.frames.append(_to_u8(frames))
-                self.flows.append(_clip_flows(frames, flow_side))
+        for clip in split_clips(folders, holdout):
+            frames = torch.stack([_shrink(torch.from_numpy(load_grey(f)), max_side)
+                                  for f in list_frames(clip)])
+            if frames.shape[0] < 2:
+                continue
+            self.names.append(clip.name)
+            self.frames.append(_to_u8(frames))
+            self.flows.append(_clip_flows(frames, flow_side))
         if not self.frames:
             raise ValueError(f"no {'held-out' if holdout else 'training'} clips in {folders}")
 
