@@ -761,7 +761,17 @@ def main(argv: list[str] | None = None) -> None:
     if motion_noise:
         cfg.model["motion_noise"] = [float(k) for k in motion_noise.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
-    print(json.dumps(train(cfg)))
+    from spkrecon.errors import SpkreconError
+
+    try:
+        print(json.dumps(train(cfg)))
+    except (SpkreconError, ValueError) as exc:  # bad options or data: one line
+        if os.environ.get("SPKRECON_DEBUG"):
+            raise
+        import sys
+
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

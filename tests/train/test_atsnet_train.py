@@ -263,3 +263,12 @@ def test_a_dead_worker_stops_the_trainer_instead_of_hanging(tmp_path: Path,
     cfg.workers = 1
     with pytest.raises(RuntimeError, match="simulator worker stopped"):
         T.train(cfg)
+
+
+def test_the_command_reports_bad_data_in_one_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--images", str(tmp_path / "nope"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: image folder") and "nope" in err[0]
