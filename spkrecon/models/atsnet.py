@@ -13,6 +13,10 @@ pixel, at every scale:
   grows in the dark by itself;
 - **temporal snapshots**: 5-frame counts centred 5, 10 and 15 frames before and after, and
   the 9 raw spike frames around the key frame, from which the network reads motion;
+- **intervals along the motion** (``motion_isi``): every frame's interval estimate (TFI)
+  near the key frame, sampled along the measured velocity (:mod:`spkrecon.models.motion`)
+  and averaged: a pixel's interval is the exact mean of the light over the stretch of scene
+  it swept, so along the motion it is sharp where a count along it is Bernoulli noise;
 - **brightness normalisation**: every rate channel is divided by the frame's mean long-window
   rate ``s`` and ``log s`` is one more channel, so dark and bright inputs look alike; the
   output is multiplied back by ``s``.
@@ -60,16 +64,25 @@ class ATSNetConfig:
     #: regularises the velocity estimate (``noise`` of :func:`estimate_velocity`); empty:
     #: none (the networks trained before it existed).
     motion_noise: tuple[float, ...] = ()
+    #: With ``motion``: interval estimates (TFI) of every frame within ``n // 2`` of the key
+    #: frame, sampled along the measured velocity and averaged over these windows ``n``;
+    #: empty: none (the networks trained before it existed).
+    motion_isi: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.motion_noise = tuple(float(k) for k in self.motion_noise)
+        self.motion_isi = tuple(int(w) for w in self.motion_isi)
         self.tfp_windows = tuple(int(w) for w in self.tfp_windows)
         self.isi_orders = tuple(int(k) for k in self.isi_orders)
         self.snapshot_offsets = tuple(int(o) for o in self.snapshot_offsets)
         self.motion_windows = tuple(int(w) for w in self.motion_windows)
         self.widths = tuple(int(w) for w in self.widths)
-        if any(w < 1 or w % 2 == 0 for w in self.tfp_windows + self.motion_windows):
-            raise ValueError("tfp_windows and motion_windows must be odd and positive")
+        if any(w < 1 or w % 2 == 0
+               for w in self.tfp_windows + self.motion_windows + self.motion_isi):
+            raise ValueError("tfp_windows, motion_windows and motion_isi must be odd and "
+                             "positive")
+        if self.motion_isi and max(self.motion_isi) // 2 >= RADIUS:
+            raise ValueError(f"motion_isi windows must be shorter than {2 * RADIUS + 1} frames")
         if len(self.widths) < 2:
             raise ValueError("widths needs at least two levels")
         if self.motion_noise:
@@ -99,7 +112,9 @@ class ATSNetConfig:
     @property
     def estimate_names(self) -> list[str]:
         names = [f"tfp{n}" for n in self.tfp_windows] + [f"isi{k}" for k in self.isi_orders]
-        return names + ([f"mc{n}" for n in self.motion_windows] if self.motion else [])
+        if self.motion:
+            names += [f"mc{n}" for n in self.motion_windows] + [f"mi{n}" for n in self.motion_isi]
+        return names
 
     @property
     def channel_names(self) -> list[str]:
@@ -170,19 +185,27 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
         v = estimate_velocity(spk, r, noise=cfg.motion_noise or 0.0)
         reach = max([n // 2 for n in cfg.motion_windows]
                     + [abs(o) + half for o in cfg.snapshot_offsets])
-        taus = torch.arange(-reach, reach + 1)
-        csum = compensated_frames(spk, r, v, taus).cumsum_(1)  # (B, 2 * reach + 1, H, W)
+        csum = compensated_frames(spk, r, v, torch.arange(-reach, reach + 1)).cumsum_(1)
+        if cfg.motion_isi:
+            # (B, 2 * ireach + 1, H, W); one sampling call with the spikes as a second
+            # channel measured slower than two (and its cumulative sum 5x slower).
+            ireach = max(n // 2 for n in cfg.motion_isi)
+            isum = compensated_frames(_intervals(spk, r, ireach), ireach, v,
+                                      torch.arange(-ireach, ireach + 1)).cumsum_(1)
 
-        def along_rate(a: int, z: int) -> torch.Tensor:
-            """Mean count along the motion over offsets ``[a, z)`` from the key frame."""
-            upto = csum[:, z + reach - 1]
-            if a + reach > 0:
-                upto = upto - csum[:, a + reach - 1]
+        def along(cum: torch.Tensor, at: int, a: int, z: int) -> torch.Tensor:
+            """Mean of ``cum``'s frames (cumulated, offset ``at`` at index 0) over offsets
+            ``[a, z)`` from the key frame."""
+            upto = cum[:, z + at - 1]
+            if a + at > 0:
+                upto = upto - cum[:, a + at - 1]
             return upto * (1.0 / (z - a))
 
         for n in cfg.motion_windows:
-            feats.append(along_rate(-(n // 2), n // 2 + 1))
-        extra = [along_rate(o - half, o + half + 1) for o in cfg.snapshot_offsets]
+            feats.append(along(csum, reach, -(n // 2), n // 2 + 1))
+        extra = [along(csum, reach, o - half, o + half + 1) for o in cfg.snapshot_offsets]
+        for n in cfg.motion_isi:
+            feats.append(along(isum, ireach, -(n // 2), n // 2 + 1))
 
     def rate(a: int, z: int) -> torch.Tensor:
         """Mean count over window frames ``[a, z)``."""
@@ -198,6 +221,35 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
         parts.append(v * 0.25)  # px/step; ~1 at the fastest speeds trained
     parts.append((torch.log(s) / 4.0 + 1.0).expand(b, 1, h, w))
     return torch.cat(parts, 1), s
+
+
+def _intervals(spk: torch.Tensor, r: int, reach: int) -> torch.Tensor:
+    """Interval estimates ``1 / (next - prev)`` ``(B, 2 * reach + 1, H, W)`` float of frames
+    ``r - reach .. r + reach`` of ``spk (B, 2 * r + 1, H, W)`` uint8: ``prev`` the last spike
+    at or before the frame, ``next`` the first after it; a spike not found within the window
+    counts as one frame beyond it (as ``p_k`` and ``n_k`` of :func:`window_features`). At the
+    key frame this is the ``isi1`` channel (TFI)."""
+    b, t, h, w = spk.shape
+    lo, hi = r - reach, r + reach
+    dev = spk.device
+    # The last spike before frame lo and the first after frame hi + 1, as maxima of frames
+    # weighted by 1 + their index (0: none), in one vectorised pass each; a loop of where()s
+    # over the whole window costs 3x more.
+    up = torch.arange(1, lo + 1, dtype=torch.int16, device=dev).view(1, -1, 1, 1)
+    prev = (spk[:, :lo] * up).amax(1) - 1 if lo else torch.full(
+        (b, h, w), -1, dtype=torch.int16, device=dev)
+    down = torch.arange(t - hi - 2, 0, -1, dtype=torch.int16, device=dev).view(1, -1, 1, 1)
+    nxt = t - (spk[:, hi + 2:] * down).amax(1) if hi + 2 < t else torch.full(
+        (b, h, w), t, dtype=torch.int16, device=dev)
+    prevs = torch.empty((b, hi - lo + 1, h, w), dtype=torch.int16, device=dev)
+    for i in range(lo, hi + 1):
+        prev = torch.where(spk[:, i] > 0, i, prev)
+        prevs[:, i - lo] = prev
+    gaps = torch.empty((b, hi - lo + 1, h, w), dtype=torch.float32, device=dev)
+    for i in range(hi + 1, lo, -1):
+        nxt = torch.where(spk[:, i] > 0, i, nxt)
+        gaps[:, i - 1 - lo] = nxt - prevs[:, i - 1 - lo]
+    return gaps.reciprocal_()
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

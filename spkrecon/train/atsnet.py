@@ -744,6 +744,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--motion-noise", default=None,
                     help="with --motion: per motion stage, the multiple of the spike-count "
                          "noise that regularises the velocity, e.g. 4,0,0,16")
+    ap.add_argument("--motion-isi", default=None,
+                    help="with --motion: interval estimates (TFI) along the motion, averaged "
+                         "over these frames, e.g. 7,15,31,63")
     ap.add_argument("--no-mixture", action="store_true",
                     help="the 15-frame count plus a correction, without the estimate mixture")
     args = vars(ap.parse_args(argv))
@@ -752,6 +755,7 @@ def main(argv: list[str] | None = None) -> None:
     motion = args.pop("motion")
     motion_windows = args.pop("motion_windows")
     motion_noise = args.pop("motion_noise")
+    motion_isi = args.pop("motion_isi")
     cfg = ATSTrainConfig(**args)
     cfg.model = {"mixture": mixture, "motion": motion}
     if widths:
@@ -760,6 +764,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.model["motion_windows"] = [int(w) for w in motion_windows.split(",")]
     if motion_noise:
         cfg.model["motion_noise"] = [float(k) for k in motion_noise.split(",")]
+    if motion_isi:
+        cfg.model["motion_isi"] = [int(w) for w in motion_isi.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     from spkrecon.errors import SpkreconError
 

@@ -89,6 +89,20 @@ def test_network_output_shape_and_weights_round_trip(tmp_path) -> None:
     assert float((again - out).abs().max()) < 5e-3  # fp16 storage
 
 
+def _still_scene(cfg: ATSNetConfig, seed: int, rates: tuple[float, float],
+                 coarse: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A window ``(T, H, W)`` of a still scene whose pixels fire regularly (random phases) at
+    a smooth rate ``(H, W)`` (bilinear from a coarse random grid), and that rate."""
+    rng = np.random.default_rng(seed)
+    grid = torch.from_numpy(rng.uniform(*rates, (1, 1, *coarse)))
+    rate = torch.nn.functional.interpolate(grid, size=size, mode="bilinear",
+                                           align_corners=False)[0, 0].numpy()
+    phase = rng.random(size)
+    t = np.arange(2 * cfg.radius + 1)[:, None, None]
+    win = (np.floor(phase + rate * (t + 1)) > np.floor(phase + rate * t)).astype(np.uint8)
+    return win, rate
+
+
 def test_motion_features_are_named_and_start_as_plain_counts_on_a_still_scene() -> None:
     cfg = ATSNetConfig(motion=True)
     assert len(cfg.channel_names) == cfg.channels and cfg.channel_names[-1] == "logs"
@@ -98,13 +112,7 @@ def test_motion_features_are_named_and_start_as_plain_counts_on_a_still_scene() 
     assert set(plain.channel_names) < set(cfg.channel_names)
     # A still scene: every pixel fires regularly at its own rate, so the measured motion is
     # ~0 and counts along it equal the plain counts of the same windows.
-    rng = np.random.default_rng(4)
-    coarse = torch.from_numpy(rng.uniform(0.1, 0.6, (1, 1, 6, 7)))
-    rate = torch.nn.functional.interpolate(coarse, size=(32, 40), mode="bilinear",
-                                           align_corners=False)[0, 0].numpy()
-    phase = rng.random((32, 40))
-    t = np.arange(2 * cfg.radius + 1)[:, None, None]
-    win = (np.floor(phase + rate * (t + 1)) > np.floor(phase + rate * t)).astype(np.uint8)
+    win, _ = _still_scene(cfg, 4, (0.1, 0.6), (6, 7), (32, 40))
     feats, _ = window_features(torch.from_numpy(win[None]), cfg)
     names = cfg.channel_names
     for n in cfg.motion_windows:
@@ -138,3 +146,76 @@ def test_motion_noise_reaches_the_estimate_and_the_weights_file(tmp_path) -> Non
     loaded, info = load_atsnet(str(path))
     assert loaded.config.motion_noise == (16.0, 4.0, 4.0, 16.0)
     assert info["config"]["motion_noise"] == [16.0, 4.0, 4.0, 16.0]
+
+
+@pytest.mark.parametrize("rate", [0.004, 0.1, 0.5])
+def test_intervals_match_their_definition_pixel_by_pixel(rate: float) -> None:
+    from spkrecon.models.atsnet import _intervals
+
+    rng = np.random.default_rng(11)
+    t, r, reach = 61, 30, 9
+    win = (rng.random((t, 5, 6)) < rate).astype(np.uint8)
+    win[:, 0, 0] = 0  # a pixel that never fires
+    win[:, 0, 1] = 0
+    win[r - reach, 0, 1] = 1  # ... and one whose only spike is the first frame of the range
+    got = _intervals(torch.from_numpy(win[None]), r, reach)[0].numpy()
+    assert got.shape == (2 * reach + 1, 5, 6)
+    for j in range(-reach, reach + 1):
+        f = r + j
+        for y in range(5):
+            for x in range(6):
+                spikes = np.flatnonzero(win[:, y, x])
+                prev = max([i for i in spikes if i <= f], default=-1)
+                nxt = min([i for i in spikes if i > f], default=t)
+                assert got[j + reach, y, x] == pytest.approx(1.0 / (nxt - prev), rel=1e-6)
+
+
+def test_intervals_along_the_motion_start_as_the_pixel_interval_and_read_the_rate() -> None:
+    cfg = ATSNetConfig(motion=True, motion_isi=(1, 15, 63))
+    names = cfg.channel_names
+    assert cfg.estimate_names[-3:] == ["mi1", "mi15", "mi63"] and names.index("mi63") < \
+        names.index("snap-15")
+    with pytest.raises(ValueError, match="odd and positive"):
+        ATSNetConfig(motion=True, motion_isi=(8,))
+    # A still scene of regular integrate-and-fire pixels: no motion, so every interval
+    # estimate along it is the pixel's own, about its rate, and at offset 0 exactly TFI.
+    win, rate = _still_scene(cfg, 5, (0.05, 0.5), (4, 5), (24, 32))
+    feats, s = window_features(torch.from_numpy(win[None]), cfg)
+    assert torch.allclose(feats[0, names.index("mi1")], feats[0, names.index("isi1")],
+                          atol=1e-5)
+    est = (feats[0, names.index("mi63")] * s[0, 0]).numpy()
+    assert np.abs(est - rate)[4:-4, 4:-4].max() < 0.1 * rate.max()
+    assert np.abs(est / rate - 1)[4:-4, 4:-4].mean() < 0.05
+
+
+def test_intervals_along_a_pan_are_sharper_than_counts_along_it() -> None:
+    """At 1 px/step the interval estimates along the true motion beat the counts along it:
+    each pixel's interval is the exact mean of the scene over the stretch it swept, where a
+    count along the motion reads one Bernoulli bit per frame from a different pixel."""
+    from spkrecon.models.atsnet import _intervals
+    from spkrecon.models.motion import compensated_frames
+
+    rng = np.random.default_rng(2)
+    h, w, t, r, v = 24, 200, 255, 127, 1.0
+    scene = np.repeat(rng.uniform(0.1, 0.5, (1, w // 4 + 80)), 4, 1)  # 4 px stripes
+    scene = np.repeat(scene, h, 0)  # (h, w + 320): content moving right at v px/step
+    cum = np.zeros((h, w))
+    phase = rng.random((h, w))
+    win = np.zeros((t, h, w), np.uint8)
+    x = np.arange(w)
+    for i in range(t):
+        light = scene[:, (x - int(v * (i - r)) + 160)]
+        before = np.floor(phase + cum)
+        cum = cum + light
+        win[i] = np.floor(phase + cum) > before
+    truth = scene[:, x + 160]
+    spk = torch.from_numpy(win[None])
+    vel = torch.zeros(1, 2, h, w)
+    vel[:, 0] = v
+    taus = torch.arange(-7, 8)
+    along_isi = compensated_frames(_intervals(spk, r, 7), 7, vel, taus).mean(1)[0].numpy()
+    along_cnt = compensated_frames(spk, r, vel, taus).mean(1)[0].numpy()
+    inner = (slice(2, -2), slice(20, -20))
+    err_isi = np.abs(along_isi - truth)[inner].mean()
+    err_cnt = np.abs(along_cnt - truth)[inner].mean()
+    assert err_isi < 0.6 * err_cnt

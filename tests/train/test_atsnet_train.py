@@ -133,11 +133,11 @@ def test_motion_windows_reach_the_network_config(monkeypatch: pytest.MonkeyPatch
     seen = {}
     monkeypatch.setattr(T, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
     T.main(["--images", "x", "--motion", "--motion-windows", "7,15,127", "--patch", "96",
-            "--motion-noise", "16,4,4,16"])
+            "--motion-noise", "16,4,4,16", "--motion-isi", "7,15"])
     cfg = seen["cfg"]
     assert cfg.model["motion"] and cfg.model["motion_windows"] == [7, 15, 127]
     assert ATSNetConfig.from_dict(cfg.model).motion_noise == (16.0, 4.0, 4.0, 16.0)
-    assert ATSNetConfig.from_dict(cfg.model).estimate_names[-1] == "mc127"
+    assert ATSNetConfig.from_dict(cfg.model).estimate_names[-3:] == ["mc127", "mi7", "mi15"]
     assert cfg.patch == 96
 
 
