@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from spkrecon import __version__
-from spkrecon.errors import Terminated
 from spkrecon.cli._common import (
     STATE,
     Alpha,
@@ -44,6 +43,7 @@ from spkrecon.cli._common import (
     out_console,
     progress,
 )
+from spkrecon.errors import Terminated
 
 app = typer.Typer(
     name="spkrecon",

@@ -529,7 +529,7 @@ def grown_state(start: ATSNet, model: ATSNet) -> dict[str, torch.Tensor]:
     share). Layers that fit none of this are left out (they keep ``model``'s fresh values)."""
     old_sd, new_sd = start.state_dict(), model.state_dict()
     ow, nw = tuple(start.config.widths), tuple(model.config.widths)
-    if len(ow) != len(nw) or any(o > n for o, n in zip(ow, nw)):
+    if len(ow) != len(nw) or any(o > n for o, n in zip(ow, nw, strict=True)):
         ow = nw = ()  # another shape of network: only layers of equal shape carry over
     old_in, new_in = start.config.channel_names, model.config.channel_names
     old_est, new_est = start.config.estimate_names, model.config.estimate_names
@@ -557,7 +557,7 @@ def grown_state(start: ATSNet, model: ATSNet) -> dict[str, torch.Tensor]:
         else:
             cols = []
             at = 0
-            for lo, ln in zip(_in_segments(k, ow) or [], _in_segments(k, nw) or []):
+            for lo, ln in zip(_in_segments(k, ow) or [], _in_segments(k, nw) or [], strict=True):
                 cols += range(at, at + lo)
                 at += ln
         if len(cols) != v.shape[1]:
