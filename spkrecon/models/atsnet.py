@@ -323,11 +323,51 @@ def pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int
     return x, (h, w)
 
 
-def predict(model: ATSNet, win: torch.Tensor) -> torch.Tensor:
-    """Rates ``(B, H, W)`` in [0, 1] at the middle frames of windows ``(B, T, H, W)``."""
+#: The mirror images ``predict(..., flips=n)`` averages, as (horizontal, vertical) flips.
+FLIPS: dict[int, tuple[tuple[bool, bool], ...]] = {
+    1: ((False, False),),
+    2: ((False, False), (True, False)),
+    4: ((False, False), (True, False), (False, True), (True, True)),
+}
+
+
+def predict(model: ATSNet, win: torch.Tensor, flips: int = 1) -> torch.Tensor:
+    """Rates ``(B, H, W)`` in [0, 1] at the middle frames of windows ``(B, T, H, W)``.
+
+    ``flips`` 2 or 4: the mean of the network's output for the features and for their mirror
+    images (left-right; and up-down, both), each mirrored back. The features of a mirrored
+    window are the mirrored features (with the velocity's component negated), so only the
+    U-Net runs again; its errors differ between mirror images and partly average out."""
+    if flips not in FLIPS:
+        raise ValueError(f"flips must be one of {sorted(FLIPS)}, got {flips}")
     x, s = window_features(win, model.config)
-    x, (h, w) = pad_to(x, model.multiple)
-    y = model(x)[:, 0, :h, :w].float() * s[:, 0]
+    names = model.config.channel_names
+    passes = []
+    for horizontal, vertical in FLIPS[flips]:
+        xf = x
+        if horizontal:
+            xf = xf.flip(-1)
+        if vertical:
+            xf = xf.flip(-2)
+        if model.config.motion and (horizontal or vertical):
+            xf = xf.clone()
+            if horizontal:
+                xf[:, names.index("vx")].neg_()
+            if vertical:
+                xf[:, names.index("vy")].neg_()
+        passes.append(xf)
+    b = x.shape[0]
+    xs, (h, w) = pad_to(torch.cat(passes), model.multiple)
+    ys = model(xs)[:, 0, :h, :w].float()
+    y = torch.zeros_like(ys[:b])
+    for i, (horizontal, vertical) in enumerate(FLIPS[flips]):
+        yi = ys[i * b:(i + 1) * b]
+        if vertical:
+            yi = yi.flip(-2)
+        if horizontal:
+            yi = yi.flip(-1)
+        y += yi
+    y = y * (1.0 / len(passes)) * s[:, 0]
     return y.clamp_(0.0, 1.0)
 
 
@@ -340,7 +380,7 @@ def receptive_frames(cfg: ATSNetConfig) -> int:
     return 2 * cfg.radius + 1
 
 
-__all__ = ["ARCH", "NAME", "ATSNet", "ATSNetConfig", "load_atsnet", "pad_to", "parameter_count",
+__all__ = ["ARCH", "FLIPS", "NAME", "ATSNet", "ATSNetConfig", "load_atsnet", "pad_to", "parameter_count",
            "predict", "receptive_frames", "save_atsnet", "window_features"]
 
 

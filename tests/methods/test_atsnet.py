@@ -34,7 +34,7 @@ def _spikes(t: int = 300, h: int = 12, w: int = 10, seed: int = 0) -> np.ndarray
 def test_registered_with_a_summary_and_parameters() -> None:
     cls = get_class("atsnet")
     assert "adaptive" in cls.summary.lower()
-    assert {"weights", "device", "precision", "batch_size", "alpha"} <= set(
+    assert {"weights", "device", "precision", "batch_size", "alpha", "flips"} <= set(
         cls.parameter_names())
 
 
@@ -48,7 +48,7 @@ def test_stream_in_chunks_equals_one_window_per_frame(tiny_weights: str) -> None
     for idx in (150, 151):  # windows inside the recording: read as they are
         win = torch.from_numpy(spikes[idx - r:idx + r + 1][None])
         with torch.inference_mode():
-            direct = predict(method.model, win)[0].numpy()
+            direct = predict(method.model, win, method.flips)[0].numpy()
         np.testing.assert_allclose(streamed[idx], direct, atol=1e-6)
     assert sorted(streamed) == wanted
 
@@ -63,7 +63,7 @@ def test_edges_are_completed_by_reflection(tiny_weights: str) -> None:
     r = method.config.radius
     win = torch.from_numpy(spikes[reflect_index(np.arange(-r, r + 1), 40)][None])
     with torch.inference_mode():
-        direct = predict(method.model, win)[0].numpy()
+        direct = predict(method.model, win, method.flips)[0].numpy()
     np.testing.assert_allclose(out[0], direct, atol=1e-6)
 
 
@@ -100,3 +100,49 @@ def test_auto_prefers_atsnet_over_the_lite_network_without_full_weights(
     assert "no full Spk2ImgNet weights" in why
     method, said = build("auto")
     assert method.name == "atsnet" and "using atsnet" in (said or "")
+
+
+def test_flips_average_the_network_over_mirror_images(tiny_weights: str) -> None:
+    from spkrecon.models.atsnet import pad_to, window_features
+
+    method = create("atsnet", weights=tiny_weights)
+    model, cfg = method.model, method.config
+    spikes = _spikes(t=2 * cfg.radius + 1, h=16, w=24, seed=3)
+    win = torch.from_numpy(spikes[None])
+    with torch.inference_mode():
+        x, s = window_features(win, cfg)
+
+        def mirrored(dims: tuple[int, ...]) -> torch.Tensor:
+            xf = x.flip(dims).clone() if dims else x
+            if cfg.motion:  # the velocity's components point the other way in a mirror
+                names = cfg.channel_names
+                if -1 in dims:
+                    xf[:, names.index("vx")] *= -1
+                if -2 in dims:
+                    xf[:, names.index("vy")] *= -1
+            xp, (h, w) = pad_to(xf, model.multiple)
+            y = model(xp)[:, 0, :h, :w]
+            return y.flip(dims) if dims else y
+
+        one = (mirrored(()) * s[:, 0]).clamp(0, 1)
+        two = ((mirrored(()) + mirrored((-1,))) / 2 * s[:, 0]).clamp(0, 1)
+        four = (sum(mirrored(d) for d in ((), (-1,), (-2,), (-2, -1))) / 4 * s[:, 0]).clamp(0, 1)
+        np.testing.assert_allclose(predict(model, win, 1), one, atol=1e-6)
+        np.testing.assert_allclose(predict(model, win, 2), two, atol=1e-6)
+        np.testing.assert_allclose(predict(model, win, 4), four, atol=1e-6)
+        assert float((four - one).abs().max()) > 1e-4  # the mirror passes do differ
+        with pytest.raises(ValueError, match="flips"):
+            predict(model, win, 3)
+    out = create("atsnet", weights=tiny_weights, flips=4)(spikes, [cfg.radius])
+    np.testing.assert_allclose(out[0], four[0].numpy(), atol=1e-6)
+
+
+def test_flips_is_a_checked_method_parameter(tiny_weights: str) -> None:
+    from spkrecon.errors import ParameterError
+    from spkrecon.methods.params import convert_params
+
+    assert convert_params("atsnet", {"flips": "4"}) == {"flips": 4}
+    with pytest.raises(ParameterError, match="flips"):
+        convert_params("atsnet", {"flips": "3"})
+    with pytest.raises(ParameterError, match="flips"):
+        create("atsnet", weights=tiny_weights, flips=3)
