@@ -185,13 +185,13 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
         v = estimate_velocity(spk, r, noise=cfg.motion_noise or 0.0)
         reach = max([n // 2 for n in cfg.motion_windows]
                     + [abs(o) + half for o in cfg.snapshot_offsets])
-        csum = compensated_frames(spk, r, v, torch.arange(-reach, reach + 1)).cumsum_(1)
+        csum = _running_sum(compensated_frames(spk, r, v, torch.arange(-reach, reach + 1)))
         if cfg.motion_isi:
             # (B, 2 * ireach + 1, H, W); one sampling call with the spikes as a second
             # channel measured slower than two (and its cumulative sum 5x slower).
             ireach = max(n // 2 for n in cfg.motion_isi)
-            isum = compensated_frames(_intervals(spk, r, ireach), ireach, v,
-                                      torch.arange(-ireach, ireach + 1)).cumsum_(1)
+            isum = _running_sum(compensated_frames(_intervals(spk, r, ireach), ireach, v,
+                                                   torch.arange(-ireach, ireach + 1)))
 
         def along(cum: torch.Tensor, at: int, a: int, z: int) -> torch.Tensor:
             """Mean of ``cum``'s frames (cumulated, offset ``at`` at index 0) over offsets
@@ -221,6 +221,14 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
         parts.append(v * 0.25)  # px/step; ~1 at the fastest speeds trained
     parts.append((torch.log(s) / 4.0 + 1.0).expand(b, 1, h, w))
     return torch.cat(parts, 1), s
+
+
+def _running_sum(x: torch.Tensor) -> torch.Tensor:
+    """``x (B, K, H, W)`` cumulated along ``K`` in place. A loop of frame-sized adds: torch's
+    ``cumsum_`` over dim 1 measured 33x slower on a CPU (0.1 s for 63 frames of 256x400)."""
+    for i in range(1, x.shape[1]):
+        x[:, i].add_(x[:, i - 1])
+    return x
 
 
 def _intervals(spk: torch.Tensor, r: int, reach: int) -> torch.Tensor:
