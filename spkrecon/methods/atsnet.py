@@ -4,8 +4,9 @@ The network (:mod:`spkrecon.models.atsnet`) reads 255 frames around each output 
 decides per pixel how much of them to trust, from multi-scale spike counts (TFP; Zhu et al.,
 ICME 2019), spike-count-adaptive inter-spike-interval estimates (TFI, ibid.), short
 snapshots and the raw spike frames near the key frame, and (networks trained with
-``motion``) counts along a velocity field measured from the spikes by pyramidal
-Lucas-Kanade (Lucas and Kanade, 1981; :mod:`spkrecon.models.motion`), all normalised by the
+``motion``) counts, and (with ``motion_isi``) interval estimates, along a velocity field
+measured from the spikes by pyramidal Lucas-Kanade (Lucas and Kanade, 1981;
+:mod:`spkrecon.models.motion`), all normalised by the
 frame's brightness so that dark and bright recordings look alike to it. Trained by spkrecon on a
 2-core CPU with broad speed (0 to 5 px per readout step) and light (0.01 to 0.5 spikes per
 frame) distributions; see docs/atsnet.md.
@@ -37,7 +38,7 @@ class ATSNetMethod(Reconstructor):
 
     name = "atsnet"
     summary = ("ATSNet: per-pixel adaptive temporal support from multi-scale counts, "
-               "intervals and counts along measured motion, for CPUs (ours)")
+               "intervals, and counts and intervals along measured motion, for CPUs (ours)")
     paper = "spkrecon (ours); features after Zhu et al., ICME 2019"
     batch_frames: ClassVar[int] = 64
 
