@@ -28,7 +28,6 @@ import numpy as np
 from spkrecon.errors import ParameterError, SpkreconError
 from spkrecon.methods.base import Reconstructor
 
-
 #: Mirror images averaged per frame by default (``flips``; see :func:`predict`).
 DEFAULT_FLIPS = 1
 
@@ -51,11 +50,11 @@ class ATSNetMethod(Reconstructor):
         except ImportError:
             raise SpkreconError("atsnet needs PyTorch", "install it (pip install torch)") from None
         from spkrecon.methods.spk2imgnet import check_precision, resolve_device
-        from spkrecon.models.atsnet import NAME, load_atsnet
+        from spkrecon.models.atsnet import FLIPS, NAME, load_atsnet
 
         if int(batch_size) < 1:
             raise ParameterError(f"batch_size must be at least 1, got {batch_size}")
-        if flips not in (1, 2, 4):
+        if flips not in FLIPS:
             raise ParameterError(f"flips must be 1, 2 or 4, got {flips}",
                                  "e.g. -p flips=4 (slower, slightly sharper and cleaner)")
         dev = resolve_device(device)
@@ -108,7 +107,8 @@ class ATSNetMethod(Reconstructor):
                 part = np.asarray(centers[i:i + self.batch_size], dtype=np.int64)
                 idx = reflect_index(part[:, None] + offsets, t)
                 win = data[torch.from_numpy(idx)].to(self._dev)  # (B, 2r + 1, H, W)
-                out[i:i + len(part)] = predict(self.model, win, self.flips).float().cpu().numpy()
+                rates = predict(self.model, win, self.flips)
+                out[i:i + len(part)] = rates.float().cpu().numpy()
         return out
 
     def __repr__(self) -> str:

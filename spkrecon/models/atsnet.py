@@ -113,7 +113,8 @@ class ATSNetConfig:
     def estimate_names(self) -> list[str]:
         names = [f"tfp{n}" for n in self.tfp_windows] + [f"isi{k}" for k in self.isi_orders]
         if self.motion:
-            names += [f"mc{n}" for n in self.motion_windows] + [f"mi{n}" for n in self.motion_isi]
+            names += [f"mc{n}" for n in self.motion_windows]
+            names += [f"mi{n}" for n in self.motion_isi]
         return names
 
     @property
@@ -187,8 +188,8 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
                     + [abs(o) + half for o in cfg.snapshot_offsets])
         csum = _running_sum(compensated_frames(spk, r, v, torch.arange(-reach, reach + 1)))
         if cfg.motion_isi:
-            # (B, 2 * ireach + 1, H, W); one sampling call with the spikes as a second
-            # channel measured slower than two (and its cumulative sum 5x slower).
+            # A separate sampling call: the spikes and intervals as two channels of one
+            # call measured slower, and their running sum over a 5-D tensor 5x slower.
             ireach = max(n // 2 for n in cfg.motion_isi)
             isum = _running_sum(compensated_frames(_intervals(spk, r, ireach), ireach, v,
                                                    torch.arange(-ireach, ireach + 1)))
@@ -331,12 +332,14 @@ def pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int
     return x, (h, w)
 
 
-#: The mirror images ``predict(..., flips=n)`` averages, as (horizontal, vertical) flips.
-FLIPS: dict[int, tuple[tuple[bool, bool], ...]] = {
-    1: ((False, False),),
-    2: ((False, False), (True, False)),
-    4: ((False, False), (True, False), (False, True), (True, True)),
+#: The mirror images ``predict(..., flips=n)`` averages, as the dims each one flips.
+FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {
+    1: ((),),
+    2: ((), (-1,)),
+    4: ((), (-1,), (-2,), (-2, -1)),
 }
+#: The velocity component a flip of each dim negates.
+_VELOCITY = {-1: "vx", -2: "vy"}
 
 
 def predict(model: ATSNet, win: torch.Tensor, flips: int = 1) -> torch.Tensor:
@@ -351,32 +354,17 @@ def predict(model: ATSNet, win: torch.Tensor, flips: int = 1) -> torch.Tensor:
     x, s = window_features(win, model.config)
     names = model.config.channel_names
     passes = []
-    for horizontal, vertical in FLIPS[flips]:
-        xf = x
-        if horizontal:
-            xf = xf.flip(-1)
-        if vertical:
-            xf = xf.flip(-2)
-        if model.config.motion and (horizontal or vertical):
-            xf = xf.clone()
-            if horizontal:
-                xf[:, names.index("vx")].neg_()
-            if vertical:
-                xf[:, names.index("vy")].neg_()
+    for dims in FLIPS[flips]:
+        xf = x.flip(dims) if dims else x  # flip() copies, so x is never written
+        for d in dims if model.config.motion else ():
+            xf[:, names.index(_VELOCITY[d])].neg_()
         passes.append(xf)
     b = x.shape[0]
     xs, (h, w) = pad_to(torch.cat(passes), model.multiple)
     ys = model(xs)[:, 0, :h, :w].float()
-    y = torch.zeros_like(ys[:b])
-    for i, (horizontal, vertical) in enumerate(FLIPS[flips]):
-        yi = ys[i * b:(i + 1) * b]
-        if vertical:
-            yi = yi.flip(-2)
-        if horizontal:
-            yi = yi.flip(-1)
-        y += yi
-    y = y * (1.0 / len(passes)) * s[:, 0]
-    return y.clamp_(0.0, 1.0)
+    y = sum(ys[i * b:(i + 1) * b].flip(dims) if dims else ys[i * b:(i + 1) * b]
+            for i, dims in enumerate(FLIPS[flips]))
+    return (y * (s[:, 0] / len(passes))).clamp_(0.0, 1.0)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -388,8 +376,8 @@ def receptive_frames(cfg: ATSNetConfig) -> int:
     return 2 * cfg.radius + 1
 
 
-__all__ = ["ARCH", "FLIPS", "NAME", "ATSNet", "ATSNetConfig", "load_atsnet", "pad_to", "parameter_count",
-           "predict", "receptive_frames", "save_atsnet", "window_features"]
+__all__ = ["ARCH", "FLIPS", "NAME", "ATSNet", "ATSNetConfig", "load_atsnet", "pad_to",
+           "parameter_count", "predict", "receptive_frames", "save_atsnet", "window_features"]
 
 
 # -- weights files --------------------------------------------------------------------------

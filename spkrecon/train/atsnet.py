@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import queue as queues
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -487,8 +488,6 @@ class _Batches:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.procs:
-            import queue as queues
-
             while True:  # a worker that died (bad data, out of memory) must not hang us
                 try:
                     x, y = self.queue.get(timeout=5.0)
