@@ -66,7 +66,8 @@ class ATSNetMethod(Reconstructor):
         self.precision = precision
         self.batch_size = int(batch_size)
         self.flips = int(flips)
-        self.model = model.to(dev)
+        # channels-last: see predict()
+        self.model = model.to(dev).to(memory_format=torch.channels_last)
         self.config = model.config
         self._torch = torch
         self._dev = dev
@@ -89,7 +90,7 @@ class ATSNetMethod(Reconstructor):
         import contextlib
 
         from spkrecon.methods.spk2imgnet import reflect_index
-        from spkrecon.models.atsnet import predict
+        from spkrecon.models.atsnet import ChunkFeatures, predict
 
         torch = self._torch
         t, h, w = spikes.shape
@@ -99,15 +100,25 @@ class ATSNetMethod(Reconstructor):
         r = self.config.radius
         data = torch.from_numpy(np.require(spikes, np.uint8, ["C"]))
         out = np.empty((len(centers), h, w), np.float32)
-        offsets = np.arange(-r, r + 1)
+        centers = np.asarray(centers, dtype=np.int64)
+        if not len(centers):
+            return out
+        # The frames every window reads, in order: a view of the chunk, or (where windows
+        # pass the recording's edges) a copy completed by reflection.
+        start, stop = int(centers.min()) - r, int(centers.max()) + r + 1
+        if start >= 0 and stop <= t:
+            frames = data[start:stop]
+        else:
+            frames = data[torch.from_numpy(reflect_index(np.arange(start, stop), t))]
         autocast: Any = contextlib.nullcontext() if self._dtype is None else torch.autocast(
             self._dev.type, dtype=self._dtype)
         with torch.inference_mode(), autocast:
+            features = ChunkFeatures(frames.to(self._dev), centers - start, self.config)
             for i in range(0, len(centers), self.batch_size):
-                part = np.asarray(centers[i:i + self.batch_size], dtype=np.int64)
-                idx = reflect_index(part[:, None] + offsets, t)
-                win = data[torch.from_numpy(idx)].to(self._dev)  # (B, 2r + 1, H, W)
-                rates = predict(self.model, win, self.flips)
+                part = [features(int(c) - start) for c in centers[i:i + self.batch_size]]
+                x, s = (part[0] if len(part) == 1 else
+                        (torch.cat([p[0] for p in part]), torch.cat([p[1] for p in part])))
+                rates = predict(self.model, None, self.flips, features=(x, s))
                 out[i:i + len(part)] = rates.float().cpu().numpy()
         return out
 

@@ -219,3 +219,32 @@ def test_intervals_along_a_pan_are_sharper_than_counts_along_it() -> None:
     err_isi = np.abs(along_isi - truth)[inner].mean()
     err_cnt = np.abs(along_cnt - truth)[inner].mean()
     assert err_isi < 0.6 * err_cnt
+
+
+@pytest.mark.parametrize("cfg", [
+    ATSNetConfig(),
+    ATSNetConfig(motion=True, motion_isi=(7, 15, 63), motion_noise=(16, 4, 4, 16)),
+    ATSNetConfig(isi_orders=(), motion=True, motion_isi=(7,)),
+], ids=["counts", "motion-intervals", "no-orders"])
+def test_chunk_features_equal_window_features_exactly(cfg: ATSNetConfig) -> None:
+    """The shared-work route (the method's) gives the very same features as one window per
+    key frame, in the dark (pixels that never fire within a window) and in bright light."""
+    from spkrecon.models.atsnet import ChunkFeatures
+
+    r = cfg.radius
+    gen = torch.Generator().manual_seed(4)
+    rate = torch.rand(9, 11, generator=gen) ** 3 * 0.6
+    rate[0, :3] = 0.0  # never fires
+    frames = (torch.rand(2 * r + 30, 9, 11, generator=gen) < rate).to(torch.uint8)
+    keys = [r, r + 1, r + 2, r + 7, r + 16, r + 29]  # the recording's first and last windows
+    with torch.inference_mode():
+        chunk = ChunkFeatures(frames, keys, cfg)
+        # in order (counts slide by 1, 5 and 9 frames: the last recounts), then any order
+        for key in keys + [r + 16, r, r + 29, r + 1]:
+            x, s = chunk(key)
+            wx, ws = window_features(frames[key - r:key + r + 1][None], cfg)
+            assert torch.equal(x, wx) and torch.equal(s, ws), key
+        with pytest.raises(ValueError, match="key frames"):
+            chunk(r + 3)
+    with pytest.raises(ValueError, match="must lie in"):
+        ChunkFeatures(frames, [r - 1], cfg)
