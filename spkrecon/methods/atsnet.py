@@ -14,9 +14,9 @@ frame) distributions; see docs/atsnet.md.
 Windows that pass a recording's first or last frame are completed by reflecting frames in
 time about it (as for Spk2ImgNet), so recordings of any length work; frames are read in
 chunks of ``batch_frames`` output frames plus the window (streaming, bounded memory).
-``flips`` 2 or 4 averages the network's output over mirror images of its features (the
-U-Net runs that many times; the features once). Output: the firing rate (``alpha *
-intensity``), clipped to [0, 1].
+``flips`` 2 (the default) or 4 averages the network's output over mirror images of its
+features (the U-Net runs that many times; the features once); 1 runs it once (faster, about
+0.1 dB less). Output: the firing rate (``alpha * intensity``), clipped to [0, 1].
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import numpy as np
 from spkrecon.errors import ParameterError, SpkreconError
 from spkrecon.methods.base import Reconstructor
 
-#: Mirror images averaged per frame by default (``flips``; see :func:`predict`).
-DEFAULT_FLIPS = 1
+#: Mirror images averaged per frame by default (``flips``; see :func:`predict`): the
+#: left-right pair gained 0.08-0.20 dB on every suite condition for 0.09 s more per frame.
+DEFAULT_FLIPS = 2
 
 
 class ATSNetMethod(Reconstructor):
@@ -56,7 +57,8 @@ class ATSNetMethod(Reconstructor):
             raise ParameterError(f"batch_size must be at least 1, got {batch_size}")
         if flips not in FLIPS:
             raise ParameterError(f"flips must be 1, 2 or 4, got {flips}",
-                                 "e.g. -p flips=4 (slower, slightly sharper and cleaner)")
+                                 "e.g. -p flips=4 (slower, slightly sharper and cleaner) or "
+                                 "-p flips=1 (faster)")
         dev = resolve_device(device)
         self._dtype = check_precision(precision, dev)
         model, info = load_atsnet(weights or NAME)
