@@ -29,8 +29,8 @@ from spkrecon.errors import ParameterError, SpkreconError
 from spkrecon.methods.base import Reconstructor
 
 #: Mirror images averaged per frame by default (``flips``; see :func:`predict`): the
-#: left-right pair gained 0.07-0.25 dB on every suite condition for about 0.1 s more per
-#: 250x400 frame on two threads (the main job 72 s to 97 s).
+#: left-right pair gained 0.06-0.28 dB on every suite condition for about 0.17 s more per
+#: 250x400 frame on two threads (the main job 81 s to 123 s with the shipped weights).
 DEFAULT_FLIPS = 2
 
 
