@@ -307,26 +307,32 @@ class ChunkFeatures:
         ireach = max(cfg.motion_isi) // 2 if cfg.motion and cfg.motion_isi else -1
         # Distances up to 2r + 2 (orders) and r + 1 + ireach (intervals) fit a byte as
         # stored (p + n - 1; beyond, each distance is clipped anyway).
-        self._store = torch.uint8 if 2 * r + 1 <= 255 and r + 1 + ireach <= 255 else index
-        far = 255 if self._store == torch.uint8 else 2 ** 15 - 1
-        # Frames whose interval a key frame samples: [ilo, ihi].
-        self.ilo, ihi = keys[0] - ireach, keys[-1] + ireach
-        width = max(ihi - self.ilo + 1, 0)
-        self.dprev = torch.empty((width, *small), dtype=self._store, device=dev)
-        self.dnext = torch.empty((width, *small), dtype=self._store, device=dev)
+        store = torch.uint8 if 2 * r + 1 <= 255 and r + 1 + ireach <= 255 else index
+        far = 255 if store == torch.uint8 else 2 ** 15 - 1
+        # Frames whose interval a key frame samples: [ilo, ihi] (none without intervals).
+        if ireach >= 0:
+            self.ilo, ihi = keys[0] - ireach, keys[-1] + ireach
+        else:
+            self.ilo, ihi = keys[0], keys[0] - 1
+        width = ihi - self.ilo + 1
+        self.dprev = torch.empty((width, *small), dtype=store, device=dev)
+        self.dnext = torch.empty((width, *small), dtype=store, device=dev)
         keyset = set(keys)
         self.sums: dict[int, list[torch.Tensor]] = {}
         # Backwards: nxt[j] is the (j + 1)-th earliest spike after frame i (t: none, beyond
         # every window's end); n_k = min(nxt - i, r + 1).
         need = max(top, 1)
         nxt = [torch.full(small, t, dtype=index, device=dev) for _ in range(need)]
-        for i in range(min(t - 1, keys[-1] + r), min(keys[0], self.ilo), -1):
-            self._backward(i, nxt, keyset, orders, r, width, far)
+        for i in range(min(t - 1, keys[-1] + r), min(keys[0], self.ilo) - 1, -1):
+            if i in keyset:
+                self.sums[i] = [(nxt[k - 1] - i).clamp_(max=r + 1).to(torch.int16)
+                                for k in orders]
+            if self.ilo <= i <= ihi:
+                self.dnext[i - self.ilo] = (nxt[0] - i).clamp_(max=far)
             fired = spk[i] > 0
             for j in range(need - 1, 0, -1):
                 nxt[j] = torch.where(fired, nxt[j - 1], nxt[j])
             nxt[0] = torch.where(fired, i, nxt[0])
-        self._backward(min(keys[0], self.ilo), nxt, keyset, orders, r, width, far)
         # Forwards: last[j] is the (j + 1)-th latest spike at or before frame i (-1: none, at
         # or before every window's start - 1); p_k = min(i - last, r + 1).
         last = [torch.full(small, -1, dtype=index, device=dev) for _ in range(need)]
@@ -338,22 +344,19 @@ class ChunkFeatures:
             if i in keyset:
                 for q, k in enumerate(orders):
                     total = (i - last[k - 1]).clamp_(max=r + 1) + self.sums[i][q] - 1
-                    self.sums[i][q] = total.to(self._store)
-            if width and self.ilo <= i <= ihi:
+                    self.sums[i][q] = total.to(store)
+            if self.ilo <= i <= ihi:
                 self.dprev[i - self.ilo] = (i - last[0]).clamp_(max=far)
         half = cfg.snapshot_width // 2
         self._spans = sorted({(r - n // 2, r + n // 2 + 1) for n in cfg.tfp_windows}
                              | {(r + o - half, r + o + half + 1) for o in cfg.snapshot_offsets})
         self._counts: dict[tuple[int, int], torch.Tensor] = {}
         self._at: int | None = None
-
-    def _backward(self, i: int, nxt: list[torch.Tensor], keyset: set[int],
-                  orders: tuple[int, ...], r: int, width: int, far: int) -> None:
-        """Record frame ``i``'s distances ahead (``nxt``: the spikes after it)."""
-        if i in keyset:
-            self.sums[i] = [(nxt[k - 1] - i).clamp_(max=r + 1).to(torch.int16) for k in orders]
-        if width and self.ilo <= i <= self.ilo + width - 1:
-            self.dnext[i - self.ilo] = (nxt[0] - i).clamp_(max=far)
+        # Frame m of a key frame's interval span [key - ireach, key + ireach] clips its
+        # distance ahead at key + r + 1 - j and back at j - (key - r - 1): both fixed per m.
+        span = torch.arange(max(2 * ireach + 1, 0), dtype=torch.int16, device=dev).view(-1, 1, 1)
+        self._ahead_max = r + 1 + ireach - span
+        self._back_max = r + 1 - ireach + span
 
     def _slide(self, key: int) -> None:
         """Bring the counts over ``_spans`` (window frames ``[a, z)``) to ``key``."""
@@ -385,15 +388,13 @@ class ChunkFeatures:
                for k, d in zip(cfg.isi_orders, self.sums[key], strict=True)]
 
         def intervals(reach: int) -> torch.Tensor:
-            # gap = min(next, key + r + 1) - max(prev, key - r - 1), per frame j, from the
-            # distances j to next and prev - j.
+            # gap = min(next, key + r + 1) - max(prev, key - r - 1) for each frame j, from
+            # the distances next - j and j - prev; reach is the config's, as in __init__.
             a = key - reach - self.ilo
-            dev = self.frames.device
-            span = torch.arange(2 * reach + 1, dtype=torch.int16, device=dev).view(-1, 1, 1)
             ahead = torch.minimum(self.dnext[a:a + 2 * reach + 1].to(torch.int16),
-                                  r + 1 + reach - span)
+                                  self._ahead_max)
             back = torch.minimum(self.dprev[a:a + 2 * reach + 1].to(torch.int16),
-                                 r + 1 - reach + span)
+                                 self._back_max)
             return (ahead + back).float().reciprocal_()[None]
 
         return _assemble(self.frames[key - r:key + r + 1][None], cfg, tfp, isi, count,
@@ -490,7 +491,7 @@ def predict(model: ATSNet, win: torch.Tensor | None, flips: int = 1,
     window are the mirrored features (with the velocity's component negated), so only the
     U-Net runs again; its errors differ between mirror images and partly average out.
     ``features``: :func:`window_features` of ``win`` (or of the same windows by another
-    route, e.g. :func:`chunk_features`), when the caller has them; ``win`` is then unused.
+    route, e.g. :class:`ChunkFeatures`), when the caller has them; ``win`` is then unused.
     """
     if flips not in FLIPS:
         raise ValueError(f"flips must be one of {sorted(FLIPS)}, got {flips}")
