@@ -29,11 +29,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from spkrecon.models.motion import Pooled
 
 #: Frames a centred window of the longest count reaches on each side.
 RADIUS = 127
@@ -69,9 +72,20 @@ class ATSNetConfig:
     #: frame, sampled along the measured velocity and averaged over these windows ``n``;
     #: empty: none (the networks trained before it existed).
     motion_isi: tuple[int, ...] = ()
+    #: With ``motion``: the velocity estimate's refinement stages, each ``(pyramid level,
+    #: half baseline, half count width, iterations, window half size)`` as
+    #: :data:`spkrecon.models.motion.STAGES`; empty: ``STAGES`` (the networks trained before
+    #: it existed). ``motion_noise`` gives one value per stage.
+    motion_stages: tuple[tuple[int, int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         self.motion_noise = tuple(float(k) for k in self.motion_noise)
+        self.motion_stages = tuple(tuple(int(v) for v in st) for st in self.motion_stages)
+        for st in self.motion_stages:
+            if len(st) != 5 or st[0] < 0 or st[2] < 0 or st[1] < max(st[2], 1) or min(st[3:]) < 1:
+                raise ValueError("each motion stage needs 5 integers (level >= 0, half "
+                                 "baseline >= max(half width, 1), half width >= 0, "
+                                 f"iterations >= 1, window >= 1), got {list(st)}")
         self.motion_isi = tuple(int(w) for w in self.motion_isi)
         self.tfp_windows = tuple(int(w) for w in self.tfp_windows)
         self.isi_orders = tuple(int(k) for k in self.isi_orders)
@@ -87,11 +101,19 @@ class ATSNetConfig:
         if len(self.widths) < 2:
             raise ValueError("widths needs at least two levels")
         if self.motion_noise:
-            from spkrecon.models.motion import STAGES
-
-            if len(self.motion_noise) != len(STAGES) or min(self.motion_noise) < 0:
-                raise ValueError(f"motion_noise needs {len(STAGES)} values >= 0 (one per "
+            stages = self.stages
+            if len(self.motion_noise) != len(stages) or min(self.motion_noise) < 0:
+                raise ValueError(f"motion_noise needs {len(stages)} values >= 0 (one per "
                                  f"motion stage), got {list(self.motion_noise)}")
+
+    @property
+    def stages(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        """The velocity estimate's refinement stages (``motion_stages`` or the default)."""
+        if self.motion_stages:
+            return self.motion_stages  # type: ignore[return-value]
+        from spkrecon.models.motion import STAGES
+
+        return STAGES
 
     @property
     def radius(self) -> int:
@@ -102,7 +124,7 @@ class ATSNetConfig:
             return need
         from spkrecon.models.motion import reach
 
-        return max(need, reach())
+        return max(need, reach(self.stages))
 
     @property
     def estimates(self) -> int:
@@ -132,7 +154,10 @@ class ATSNetConfig:
         return len(self.channel_names)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        def plain(v: Any) -> Any:
+            return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+        return {k: plain(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ATSNetConfig:
@@ -187,11 +212,13 @@ def window_features(win: torch.Tensor, cfg: ATSNetConfig) -> tuple[torch.Tensor,
 
 def _assemble(spk: torch.Tensor, cfg: ATSNetConfig, tfp: list[torch.Tensor],
               isi: list[torch.Tensor], rate: Callable[[int, int], torch.Tensor],
-              intervals: Callable[[int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+              intervals: Callable[[int], torch.Tensor], pooled: Pooled | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """The rest of :func:`window_features`, given the windows ``spk (B, T, H, W)`` uint8,
     the counts over ``tfp_windows`` and the interval estimates over ``isi_orders`` (each
-    ``(B, H, W)``), ``rate(a, z)``: the mean count over window frames ``[a, z)``, and
-    ``intervals(reach)``: :func:`_intervals` of the window."""
+    ``(B, H, W)``), ``rate(a, z)``: the mean count over window frames ``[a, z)``,
+    ``intervals(reach)``: :func:`_intervals` of the window, and ``pooled``: the window's
+    frames at the motion estimate's pyramid levels, when the caller has them."""
     b, t, h, w = spk.shape
     r = t // 2
     feats = list(tfp)
@@ -202,7 +229,8 @@ def _assemble(spk: torch.Tensor, cfg: ATSNetConfig, tfp: list[torch.Tensor],
     if cfg.motion:
         from spkrecon.models.motion import compensated_frames, estimate_velocity
 
-        v = estimate_velocity(spk, r, noise=cfg.motion_noise or 0.0)
+        v = estimate_velocity(spk, r, cfg.stages, noise=cfg.motion_noise or 0.0,
+                              pooled=pooled)
         reach = max([n // 2 for n in cfg.motion_windows]
                     + [abs(o) + half for o in cfg.snapshot_offsets])
         csum = _running_sum(compensated_frames(spk, r, v, torch.arange(-reach, reach + 1)))
@@ -357,6 +385,28 @@ class ChunkFeatures:
         span = torch.arange(max(2 * ireach + 1, 0), dtype=torch.int16, device=dev).view(-1, 1, 1)
         self._ahead_max = r + 1 + ireach - span
         self._back_max = r + 1 - ireach + span
+        # The motion estimate's pyramid levels of the frames it reads, pooled once per chunk
+        # (a key frame's stages read about 180 frames; consecutive key frames, the same ones).
+        self._pyramid: dict[int, torch.Tensor] = {}
+        self._plo = self._phi = 0
+        if cfg.motion:
+            from spkrecon.models.motion import reach
+
+            self._plo, self._phi = keys[0] - reach(cfg.stages), keys[-1] + reach(cfg.stages) + 1
+
+    def _pooled(self, key: int) -> Pooled:
+        """:data:`~spkrecon.models.motion.Pooled` of the window around ``key``."""
+        from spkrecon.models.motion import pool
+
+        def pooled(level: int, frames: torch.Tensor) -> torch.Tensor:
+            if level not in self._pyramid:
+                span = self.frames[self._plo:self._phi]
+                self._pyramid[level] = torch.cat([pool(span[i:i + 32][None], level)[0]
+                                                  for i in range(0, len(span), 32)])
+            at = frames + (key - self.cfg.radius - self._plo)
+            return self._pyramid[level][at][None]
+
+        return pooled
 
     def _slide(self, key: int) -> None:
         """Bring the counts over ``_spans`` (window frames ``[a, z)``) to ``key``."""
@@ -398,7 +448,7 @@ class ChunkFeatures:
             return (ahead + back).float().reciprocal_()[None]
 
         return _assemble(self.frames[key - r:key + r + 1][None], cfg, tfp, isi, count,
-                         intervals)
+                         intervals, self._pooled(key) if cfg.motion else None)
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

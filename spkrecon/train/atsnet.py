@@ -746,6 +746,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--motion-isi", default=None,
                     help="with --motion: interval estimates (TFI) along the motion, averaged "
                          "over these frames, e.g. 7,15,31,63")
+    ap.add_argument("--motion-stages", default=None,
+                    help="with --motion: the velocity estimate's refinement stages as "
+                         "level,half-baseline,half-width,iterations,window;... (default: "
+                         "spkrecon.models.motion.STAGES; --motion-noise then needs one value "
+                         "per stage)")
     ap.add_argument("--no-mixture", action="store_true",
                     help="the 15-frame count plus a correction, without the estimate mixture")
     args = vars(ap.parse_args(argv))
@@ -755,6 +760,7 @@ def main(argv: list[str] | None = None) -> None:
     motion_windows = args.pop("motion_windows")
     motion_noise = args.pop("motion_noise")
     motion_isi = args.pop("motion_isi")
+    motion_stages = args.pop("motion_stages")
     cfg = ATSTrainConfig(**args)
     cfg.model = {"mixture": mixture, "motion": motion}
     if widths:
@@ -765,6 +771,12 @@ def main(argv: list[str] | None = None) -> None:
         cfg.model["motion_noise"] = [float(k) for k in motion_noise.split(",")]
     if motion_isi:
         cfg.model["motion_isi"] = [int(w) for w in motion_isi.split(",")]
+    if motion_stages:
+        try:
+            cfg.model["motion_stages"] = [[int(v) for v in st.split(",")]
+                                          for st in motion_stages.split(";") if st.strip()]
+        except ValueError:
+            ap.error(f"--motion-stages takes integers as a,b,c,d,e;..., got {motion_stages!r}")
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     from spkrecon.errors import SpkreconError
 

@@ -141,6 +141,19 @@ def test_motion_windows_reach_the_network_config(monkeypatch: pytest.MonkeyPatch
     assert cfg.patch == 96
 
 
+def test_motion_stages_reach_the_network_config(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
+    T.main(["--images", "x", "--motion", "--motion-stages", "3,2,2,3,3;1,6,4,2,3",
+            "--motion-noise", "16,1"])
+    net = ATSNetConfig.from_dict(seen["cfg"].model)
+    assert net.stages == ((3, 2, 2, 3, 3), (1, 6, 4, 2, 3)) and net.motion_noise == (16.0, 1.0)
+    with pytest.raises(SystemExit):
+        T.main(["--images", "x", "--motion", "--motion-stages", "3,2,two,3,3"])
+    assert "--motion-stages takes integers" in capsys.readouterr().err
+
+
 def test_a_network_grows_wider_and_keeps_its_function() -> None:
     from spkrecon.models.atsnet import ATSNet, predict
 
