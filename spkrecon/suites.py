@@ -64,8 +64,12 @@ LIGHT_RATES = (0.3, 0.1, 0.03)
 LIGHT_MAX_SPEED = 0.2
 #: Readout steps per video frame of the video suite's conditions (slow and fast motion).
 VIDEO_SPFS = (40.0, 10.0)
-SUITE_NAMES = ("speed", "light", "video")
-_SUITE_CODES = {"speed": 1, "light": 2, "video": 3}
+#: Speeds (px/step) of the detail suite: the scenes of REDS-like recordings move slowly.
+DETAIL_SPEEDS = (0.0, 0.15, 0.5, 1.0)
+#: The detail suite's images are shrunk by this factor (2x2 of them make one background).
+DETAIL_SHRINK = 2
+SUITE_NAMES = ("speed", "light", "video", "detail")
+_SUITE_CODES = {"speed": 1, "light": 2, "video": 3, "detail": 4}
 NOISE_CHOICES = ("off", "realistic")
 
 
@@ -169,6 +173,31 @@ def video_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed
                      seed, steps=257, key=128, noise=noise, margin=3.0, sprites=0)
 
 
+def detail_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed: int = 0,
+                 noise: str = "off", speeds: Sequence[float] = DETAIL_SPEEDS) -> SuiteSpec:
+    """Dense detail: as the speed suite, but every background is a 2x2 mosaic of held-out
+    images shrunk ``DETAIL_SHRINK`` times (and sprites cut from shrunk images), so a view
+    holds about twice the fine detail per pixel (REDS-simulated frames, 720p scaled to
+    250x400, hold 1.5-2x the speed suite's)."""
+    return SuiteSpec("detail", tuple(float(v) for v in speeds), per_condition, size[0],
+                     size[1], seed, steps=257, key=128, noise=noise)
+
+
+def _mosaic(paths: Sequence[Path], height: int, width: int, g: Any) -> Any:
+    """``(height, width)`` background: 2x2 tiles, each image scaled to cover a quarter
+    (antialiased), rolled by a seeded offset so the seams cross somewhere in the view."""
+    import torch
+
+    from spkrecon.simulate.scenes import resize_cover
+
+    th, tw = height // 2, width // 2
+    tiles = [resize_cover(_load_image(paths[i % len(paths)]), th, tw) for i in range(4)]
+    out = torch.cat([torch.cat(tiles[:2], 1), torch.cat(tiles[2:], 1)], 0)
+    dy = int(torch.randint(th, (), generator=g))
+    dx = int(torch.randint(tw, (), generator=g))
+    return out.roll((dy - th // 2, dx - tw // 2), (0, 1))
+
+
 def recording_seeds(spec: SuiteSpec, condition: float, index: int) -> tuple[int, int]:
     """``(scene_seed, sensor_seed)`` of recording ``index`` of a condition: independent of
     every other recording, so adding recordings or conditions changes none of the others."""
@@ -251,18 +280,26 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
     order = torch.randperm(len(images), generator=g).tolist()
     bg_path = images[order[0]]
     kind = "pan" if index % 2 == 0 else "sprites"
-    if spec.name == "speed":
+    if spec.name in ("speed", "detail"):
         speed = float(condition)
     else:
         speed = float(torch.rand((), generator=g, dtype=torch.float64)) * spec.max_speed
     h, w = spec.size
     key = float(spec.key)
-    bg = prepare_background(_load_image(bg_path), spec.size, spec.margin)
+    shrink = DETAIL_SHRINK if spec.name == "detail" else 1
+    if spec.name == "detail":
+        tiles = [images[i] for i in order[:4]]
+        ch, cw = (math.ceil(n * (1 + spec.margin) / 2) * 2 for n in spec.size)
+        bg = _mosaic(tiles, ch, cw, g)
+    else:
+        bg = prepare_background(_load_image(bg_path), spec.size, spec.margin)
     bh, bw = bg.shape[-2:]
     # The view at the key step is the centred whole-pixel crop (unresampled ground truth).
     x0, y0 = (bw - w) // 2, (bh - h) // 2
     cx, cy = x0 + (w - 1) / 2, y0 + (h - 1) / 2
     info: dict[str, Any] = {"image": bg_path.name, "background": [int(bh), int(bw)]}
+    if spec.name == "detail":
+        info["mosaic"] = [p.name for p in tiles]
     p0 = torch.tensor([[cx, cy, 0.0, 0.0]], dtype=torch.float64)
     v = torch.zeros_like(p0)
     sprites = None
@@ -271,8 +308,9 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
         v[0, 0], v[0, 1] = speed * math.cos(ang), speed * math.sin(ang)
         info["direction_deg"] = round(math.degrees(ang), 3)
     else:
-        src_paths = [images[i] for i in order[1:1 + spec.sprites]] or [bg_path]
-        side = 384
+        first = 4 if spec.name == "detail" else 1
+        src_paths = [images[i] for i in order[first:first + spec.sprites]] or [bg_path]
+        side = 384 // shrink
         sources = torch.stack([resize_cover(_load_image(p), side, side) for p in src_paths])
         cfg = MotionConfig(objects=(spec.sprites, spec.sprites), wobble=0.0,
                            object_max_rotation_rate=0.0, object_max_zoom_rate=0.0,
@@ -707,7 +745,7 @@ def summarise(scores: Iterable[dict[str, Any]]) -> dict[tuple[str, float], dict[
 
 
 _CONDITION_HEADER = {"speed": "speed (px/step)", "light": "light (spikes/frame)",
-                     "video": "steps per video frame"}
+                     "video": "steps per video frame", "detail": "speed (px/step)"}
 
 
 def markdown_tables(result: dict[str, Any], suites: Sequence[str] = SUITE_NAMES) -> str:
