@@ -72,6 +72,9 @@ class ATSTrainConfig:
     noise_max: float = 1.2
     scale_min: float = 0.35
     scale_max: float = 1.0
+    #: Share of batches whose backgrounds are 2x2 mosaics of crops half the side (so a
+    #: 321-pixel photo can shrink to ``scale_min``: dense detail, as the detail suite has).
+    mosaic_prob: float = 0.0
     substeps: int = 2
     #: Share of batches whose input is rendered bicubic (else bilinear: softer, 4x cheaper).
     bicubic_prob: float = 0.3
@@ -209,6 +212,16 @@ def _crops(images: list[torch.Tensor], n: int, size: int, scale: tuple[float, fl
     return torch.stack(out).clamp_(0.0, 1.0)
 
 
+def _mosaics(images: list[torch.Tensor], n: int, tile: int, scale: tuple[float, float],
+             g: torch.Generator) -> torch.Tensor:
+    """``n`` backgrounds ``(n, 2 tile, 2 tile)``, each 2x2 random crops of ``tile`` pixels
+    (see :func:`_crops`) rolled by a random offset, so the seams fall anywhere."""
+    t = _crops(images, 4 * n, tile, scale, g).view(n, 2, 2, tile, tile)
+    out = t.permute(0, 1, 3, 2, 4).reshape(n, 2 * tile, 2 * tile)
+    dy, dx = (int(v) for v in torch.randint(2 * tile, (2,), generator=g))
+    return out.roll((dy, dx), (1, 2))
+
+
 def _speeds(g: torch.Generator, n: int, cfg: ATSTrainConfig) -> torch.Tensor:
     still = _u(g, (n,)) < cfg.static_prob
     v = torch.exp(_u(g, (n,), math.log(cfg.min_speed), math.log(cfg.max_speed)))
@@ -236,7 +249,11 @@ def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfi
                                     math.log(cfg.video_spf_max))))
         scene = clips.scene(b, p, steps, spf, (cfg.scale_min, cfg.scale_max), g)
         return _expose(scene, scene.light_at(key)[:, 0], cfg, net, g, rate)
-    bg = _crops(images, b, 2 * p, (cfg.scale_min, cfg.scale_max), g)
+    # Training draws only: the validation sets (speed given) stay those of earlier runs.
+    if speed is None and cfg.mosaic_prob and float(_u(g)) < cfg.mosaic_prob:
+        bg = _mosaics(images, b, p, (cfg.scale_min, cfg.scale_max), g)
+    else:
+        bg = _crops(images, b, 2 * p, (cfg.scale_min, cfg.scale_max), g)
     sprite_src = _crops(images, b, p, (cfg.scale_min, cfg.scale_max), g)
     v = _speeds(g, b, cfg) if speed is None else torch.full((b,), float(speed), dtype=torch.float64)
     ang = _u(g, (b,), 0, 2 * math.pi)
@@ -371,7 +388,7 @@ def val_cache_path(digest: str) -> Path:
 #: Options that do not change the validation data (the rest key its cache).
 _NOT_DATA = ("out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
              "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed",
-             "model", "init", "reinit", "select_lr", "loss")
+             "model", "init", "reinit", "select_lr", "loss", "mosaic_prob")
 #: ... and of those, the ones that only concern the video clips (or only the photos).
 _VIDEO_ONLY = ("videos", "video_share", "video_spf_min", "video_spf_max")
 

@@ -285,3 +285,27 @@ def test_the_command_reports_bad_data_in_one_line(tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1
     assert err[0].startswith("error: image folder") and "nope" in err[0]
+
+
+def test_mosaics_tile_four_crops_and_leave_validation_alone(images: Path) -> None:
+    """A mosaic background is four crops of half its side, rolled; validation batches are the
+    same whatever ``mosaic_prob`` says (so its figures stay comparable across runs)."""
+    # Four flat images: at scale 1 each crop is a whole image, so after the roll every value
+    # covers whole 40x40 tiles.
+    tiles = [torch.full((40, 40), v, dtype=torch.uint8) for v in (20, 80, 140, 200)]
+    mos = T._mosaics(tiles, 3, 40, (1.0, 1.0), torch.Generator().manual_seed(0))
+    assert mos.shape == (3, 80, 80)
+    for m in mos:
+        values, counts = np.unique(np.round(m.numpy() * 255).astype(np.int64),
+                                   return_counts=True)
+        assert set(values.tolist()) <= {20, 80, 140, 200}
+        assert all(c % 1600 == 0 for c in counts) and counts.sum() == 6400
+    net = ATSNetConfig(widths=(4, 8))
+    cfg = _config(images, images / "unused", steps=1)
+    held = T.load_images([str(images)], 256, holdout=True)
+    plain = T.make_validation(held, cfg, net)
+    cfg.mosaic_prob = 1.0
+    mixed = T.make_validation(held, cfg, net)
+    for (n1, x1, y1), (n2, x2, y2) in zip(plain, mixed, strict=True):
+        assert n1 == n2 and torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert "mosaic_prob" in T._NOT_DATA  # ... so its cached copy is shared too
