@@ -66,7 +66,8 @@ LIGHT_MAX_SPEED = 0.2
 VIDEO_SPFS = (40.0, 10.0)
 #: Speeds (px/step) of the detail suite: the scenes of REDS-like recordings move slowly.
 DETAIL_SPEEDS = (0.0, 0.15, 0.5, 1.0)
-#: The detail suite's images are shrunk by this factor (2x2 of them make one background).
+#: The detail suite's images are shrunk by this factor (so that this many by this many of
+#: them make one background).
 DETAIL_SHRINK = 2
 SUITE_NAMES = ("speed", "light", "video", "detail")
 _SUITE_CODES = {"speed": 1, "light": 2, "video": 3, "detail": 4}
@@ -175,24 +176,24 @@ def video_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed
 
 def detail_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed: int = 0,
                  noise: str = "off", speeds: Sequence[float] = DETAIL_SPEEDS) -> SuiteSpec:
-    """Dense detail: as the speed suite, but every background is a 2x2 mosaic of held-out
-    images shrunk ``DETAIL_SHRINK`` times (and sprites cut from shrunk images), so a view
-    holds about twice the fine detail per pixel (REDS-simulated frames, 720p scaled to
+    """Dense detail: as the speed suite, but every background is a mosaic of held-out
+    images shrunk ``DETAIL_SHRINK`` times (2x2 of them; sprites cut from shrunk images), so a
+    view holds about twice the fine detail per pixel (REDS-simulated frames, 720p scaled to
     250x400, hold 1.5-2x the speed suite's)."""
     return SuiteSpec("detail", tuple(float(v) for v in speeds), per_condition, size[0],
                      size[1], seed, steps=257, key=128, noise=noise)
 
 
-def _mosaic(paths: Sequence[Path], height: int, width: int, g: Any) -> Any:
-    """``(height, width)`` background: 2x2 tiles, each image scaled to cover a quarter
+def _mosaic(paths: Sequence[Path], height: int, width: int, k: int, g: Any) -> Any:
+    """``(height, width)`` background of ``k`` x ``k`` tiles, each image scaled to cover one
     (antialiased), rolled by a seeded offset so the seams cross somewhere in the view."""
     import torch
 
     from spkrecon.simulate.scenes import resize_cover
 
-    th, tw = height // 2, width // 2
-    tiles = [resize_cover(_load_image(paths[i % len(paths)]), th, tw) for i in range(4)]
-    out = torch.cat([torch.cat(tiles[:2], 1), torch.cat(tiles[2:], 1)], 0)
+    th, tw = height // k, width // k
+    tiles = [resize_cover(_load_image(paths[i % len(paths)]), th, tw) for i in range(k * k)]
+    out = torch.cat([torch.cat(tiles[i:i + k], 1) for i in range(0, k * k, k)], 0)
     dy = int(torch.randint(th, (), generator=g))
     dx = int(torch.randint(tw, (), generator=g))
     return out.roll((dy - th // 2, dx - tw // 2), (0, 1))
@@ -288,9 +289,9 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
     key = float(spec.key)
     shrink = DETAIL_SHRINK if spec.name == "detail" else 1
     if spec.name == "detail":
-        tiles = [images[i] for i in order[:4]]
-        ch, cw = (math.ceil(n * (1 + spec.margin) / 2) * 2 for n in spec.size)
-        bg = _mosaic(tiles, ch, cw, g)
+        tiles = [images[i] for i in order[:shrink * shrink]]
+        ch, cw = (math.ceil(n * (1 + spec.margin) / shrink) * shrink for n in spec.size)
+        bg = _mosaic(tiles, ch, cw, shrink, g)
     else:
         bg = prepare_background(_load_image(bg_path), spec.size, spec.margin)
     bh, bw = bg.shape[-2:]
@@ -308,7 +309,7 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
         v[0, 0], v[0, 1] = speed * math.cos(ang), speed * math.sin(ang)
         info["direction_deg"] = round(math.degrees(ang), 3)
     else:
-        first = 4 if spec.name == "detail" else 1
+        first = shrink * shrink if spec.name == "detail" else 1
         src_paths = [images[i] for i in order[first:first + spec.sprites]] or [bg_path]
         side = 384 // shrink
         sources = torch.stack([resize_cover(_load_image(p), side, side) for p in src_paths])
