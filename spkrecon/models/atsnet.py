@@ -392,7 +392,8 @@ class ChunkFeatures:
         if cfg.motion:
             from spkrecon.models.motion import reach
 
-            self._plo, self._phi = keys[0] - reach(cfg.stages), keys[-1] + reach(cfg.stages) + 1
+            need = reach(cfg.stages)
+            self._plo, self._phi = keys[0] - need, keys[-1] + need + 1
 
     def _pooled(self, key: int) -> Pooled:
         """:data:`~spkrecon.models.motion.Pooled` of the window around ``key``."""

@@ -130,12 +130,13 @@ def estimate_velocity(win: torch.Tensor, centre: int,
         raise ValueError(f"motion stages need {need} frames on each side of the key frame")
     v: torch.Tensor | None = None
     kappas = tuple(noise) if isinstance(noise, (tuple, list)) else (noise,) * len(stages)
+    pooled = pooled or _pool_window(win)
     for (level, d, hw, iters, k), kappa in zip(stages, kappas, strict=True):
         s = 2 ** level
         lh, lw = max(1, math.ceil(h / s)), max(1, math.ceil(w / s))
         taus = torch.cat([torch.arange(-d - hw, -d + hw + 1),
                           torch.arange(d - hw, d + hw + 1)]).to(win.device)
-        frames = (pooled or _pool_window(win))(level, centre + taus)
+        frames = pooled(level, centre + taus)
         if v is None:
             v = torch.zeros((b, 2, lh, lw), device=win.device)
         else:
