@@ -21,7 +21,7 @@ See docs/results.md, "The project's suites".
 
 Usage: python benchmarks/eval_suites.py [--images DIR] [--videos DIR] [--out DIR]
        [--methods all|a,b] [--per-condition 6] [--size 128x160] [--seed 0]
-       [--suites speed,light,video,detail]
+       [--suites speed,light,video,detail,turn]
        [--noise off|realistic] [--markdown FILE] [--plots DIR] [--json FILE] [--threads N]
 """
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-condition", type=int, default=6)
     ap.add_argument("--size", type=parse_size, default=(128, 160), help="H x W")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--suites", default="speed,light,video,detail")
+    ap.add_argument("--suites", default="speed,light,video,detail,turn")
     ap.add_argument("--noise", default="off", choices=("off", "realistic"),
                     help="sensor noise (default off, as 'spkrecon simulate')")
     ap.add_argument("--markdown", type=Path, default=None)
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             clips = S.holdout_clips(args.videos) if args.videos.is_dir() else []
             if not clips:
                 raise SpkreconError(f"{args.videos} holds no held-out video clips",
-                                    "pass --videos DIR, or --suites speed,light,detail")
+                                    "pass --videos DIR, or --suites speed,light,detail,turn")
         makers = {"speed": S.speed_suite, "light": S.light_suite, "video": S.video_suite,
-                  "detail": S.detail_suite}
+                  "detail": S.detail_suite, "turn": S.turn_suite}
         specs = [makers[n](args.per_condition, args.size, args.seed, args.noise) for n in names]
         built = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

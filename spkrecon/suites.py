@@ -10,6 +10,10 @@ excludes them), written as files, and every registered method is scored on them:
 - ``light``: mean firing rates of 0.3, 0.1 and 0.03 spikes per pixel per frame (the image
   scaled by a gain ``k`` per recording), motion drawn uniformly in 0-0.2 px per step; 401
   frames, key frame index 200.
+- ``turn``: as the speed suite at 0.15, 0.5 and 1 px per step, but every motion (camera and
+  sprites) changes its velocity at the key frame by ``TURN_SHARE`` of the speed, in a seeded
+  direction: a video interpolated between frames (the REDS-simulated recordings) changes
+  its velocity at every original frame, and its ground truth is one of them.
 - ``video``: real motion (several bodies, non-rigid, occlusions) from **held-out video
   clips** (:func:`holdout_clips`, the same rule on the clip folder's name), the light of
   video frame ``n`` at readout step ``n * spf`` for ``spf`` 40 and 10 readout steps per video
@@ -69,8 +73,13 @@ DETAIL_SPEEDS = (0.0, 0.15, 0.5, 1.0)
 #: The detail suite's images are shrunk by this factor (so that this many by this many of
 #: them make one background).
 DETAIL_SHRINK = 2
-SUITE_NAMES = ("speed", "light", "video", "detail")
-_SUITE_CODES = {"speed": 1, "light": 2, "video": 3, "detail": 4}
+#: Speeds (px/step before the key frame) of the turn suite.
+TURN_SPEEDS = (0.15, 0.5, 1.0)
+#: The turn suite's velocity change at the key frame, as a share of the speed (the
+#: REDS-simulated samples measure 0.2-0.5 at about 0.13 px/step).
+TURN_SHARE = 0.5
+SUITE_NAMES = ("speed", "light", "video", "detail", "turn")
+_SUITE_CODES = {"speed": 1, "light": 2, "video": 3, "detail": 4, "turn": 5}
 NOISE_CHOICES = ("off", "realistic")
 
 
@@ -184,6 +193,26 @@ def detail_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), see
                      size[1], seed, steps=257, key=128, noise=noise)
 
 
+def turn_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed: int = 0,
+               noise: str = "off", speeds: Sequence[float] = TURN_SPEEDS) -> SuiteSpec:
+    """Motion that turns at the key frame: as the speed suite at ``speeds``, each velocity
+    changing there by ``TURN_SHARE`` of the speed in a seeded direction."""
+    return SuiteSpec("turn", tuple(float(v) for v in speeds), per_condition, size[0], size[1],
+                     seed, steps=257, key=128, noise=noise)
+
+
+def _turn(v: Any, speed: float, g: Any) -> Any:
+    """Velocity changes ``(..., 4)`` for velocities ``v (..., 4)``: ``TURN_SHARE * speed`` in
+    a seeded direction each (x and y only)."""
+    import torch
+
+    ang = torch.rand(v.shape[:-1], generator=g, dtype=torch.float64) * 2 * math.pi
+    turn = torch.zeros_like(v)
+    turn[..., 0], turn[..., 1] = TURN_SHARE * speed * torch.cos(ang), \
+        TURN_SHARE * speed * torch.sin(ang)
+    return turn
+
+
 def _mosaic(paths: Sequence[Path], height: int, width: int, k: int, g: Any) -> Any:
     """``(height, width)`` background of ``k`` x ``k`` tiles, each image scaled to cover one
     (antialiased), rolled by a seeded offset so the seams cross somewhere in the view."""
@@ -281,7 +310,7 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
     order = torch.randperm(len(images), generator=g).tolist()
     bg_path = images[order[0]]
     kind = "pan" if index % 2 == 0 else "sprites"
-    if spec.name in ("speed", "detail"):
+    if spec.name in ("speed", "detail", "turn"):
         speed = float(condition)
     else:
         speed = float(torch.rand((), generator=g, dtype=torch.float64)) * spec.max_speed
@@ -324,12 +353,19 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
         sp0 = drawn.path.p0.clone()
         sp0[..., 2] = 0.0  # no zoom; the drawn angle is a still orientation
         drawn.path = Trajectory.linear(sp0, sv, origin=key)
+        if spec.name == "turn":
+            drawn.path.turn = _turn(sv, speed, g)
+            info["turn"] = [[round(float(x), 4), round(float(y), 4)]
+                            for x, y in drawn.path.turn[0, :, :2]]
         sprites = drawn
         info["sprite_images"] = [p.name for p in src_paths]
         info["direction_deg"] = [round(math.degrees(float(a)), 3) for a in angs[0]]
         info["sprite_centres_at_key"] = [[round(float(x), 3), round(float(y), 3)]
                                          for x, y in sp0[0, :, :2]]
     camera = Trajectory.linear(p0, v, origin=key)
+    if spec.name == "turn" and kind == "pan":
+        camera.turn = _turn(v, speed, g)
+        info["turn"] = [round(float(x), 4) for x in camera.turn[0, :2]]
     scene: Any = MotionScene(bg[None], spec.size, camera, sprites, spec.steps,
                              padding="reflection", resample=spec.resample)
     if speed == 0:
@@ -746,7 +782,8 @@ def summarise(scores: Iterable[dict[str, Any]]) -> dict[tuple[str, float], dict[
 
 
 _CONDITION_HEADER = {"speed": "speed (px/step)", "light": "light (spikes/frame)",
-                     "video": "steps per video frame", "detail": "speed (px/step)"}
+                     "video": "steps per video frame", "detail": "speed (px/step)",
+                     "turn": "speed before the key frame (px/step)"}
 
 
 def markdown_tables(result: dict[str, Any], suites: Sequence[str] = SUITE_NAMES) -> str:

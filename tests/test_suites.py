@@ -166,6 +166,41 @@ def test_detail_suite_views_shrunk_mosaics_at_the_requested_speed(images: list[P
     assert min(detail) > 1.15 * max(fine), (detail, fine)
 
 
+def test_turn_suite_motion_turns_at_the_key_frame(images: list[Path]) -> None:
+    """Pans and sprites of the turn suite move at the condition's speed up to the key frame
+    and change velocity there by TURN_SHARE of it; the speed suite's do not turn."""
+    spec = S.turn_suite(per_condition=2, size=(64, 80), seed=0)
+    assert spec.conditions == S.TURN_SPEEDS and "turn" in S.SUITE_NAMES
+    key = float(spec.key)
+    t = torch.tensor([0.0, key - 1, key, key + 1, key + 100], dtype=torch.float64)
+    with torch_threads(1):
+        pan, _ = S.plan_recording(spec, 0.5, 0, images)
+        sprites, _ = S.plan_recording(spec, 0.5, 1, images)
+        straight, _ = S.plan_recording(S.speed_suite(2, (64, 80)), 0.5, 0, images)
+    v = pan.scene.camera.velocity(t)[0, :, :2]
+    assert torch.allclose(v[:3].norm(dim=-1), torch.full((3,), 0.5, dtype=torch.float64))
+    change = v[3:] - v[:1]
+    assert torch.allclose(change.norm(dim=-1), torch.full((2,), S.TURN_SHARE * 0.5,
+                                                          dtype=torch.float64))
+    assert pan.info["turn"] == [round(float(x), 4) for x in change[0]]
+    sv = sprites.scene.sprites.path.velocity(t)[0, :, :, :2]  # (sprites, times, 2)
+    assert torch.allclose((sv[:, 3] - sv[:, 0]).norm(dim=-1),
+                          torch.full((2,), S.TURN_SHARE * 0.5, dtype=torch.float64))
+    assert straight.scene.camera.turn is None and "turn" not in straight.info
+
+
+def test_turn_suite_builds_scores_and_tabulates(tmp_path: Path, images: list[Path]) -> None:
+    spec = S.turn_suite(per_condition=2, size=SIZE, seed=3, speeds=(0.5,))
+    with torch_threads(1):
+        built = S.build_suite(spec, images, tmp_path)
+        result = S.score_suites([built], S.parse_methods("tfp"))
+    assert [len(r["turn"]) for r in built[1]["recordings"]] == [2, 2]  # pan; two sprites
+    assert {s["label"] for s in result["scores"]} == {"0.5"}
+    text = S.markdown_tables(result, ["turn"])
+    assert "**turn suite, PSNR (dB)**" in text
+    assert "| speed before the key frame (px/step) | n | tfp |" in text
+
+
 def test_suite_builds_deterministically(tmp_path: Path, images: list[Path],
                                         speed_built: tuple[Path, dict]) -> None:
     folder, meta = speed_built

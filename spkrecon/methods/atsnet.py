@@ -6,7 +6,8 @@ ICME 2019), spike-count-adaptive inter-spike-interval estimates (TFI, ibid.), sh
 snapshots and the raw spike frames near the key frame, and (networks trained with
 ``motion``) counts, and (with ``motion_isi``) interval estimates, along a velocity field
 measured from the spikes by pyramidal Lucas-Kanade (Lucas and Kanade, 1981;
-:mod:`spkrecon.models.motion`), all normalised by the
+:mod:`spkrecon.models.motion`; with ``motion_sides``, one velocity on each side of the key
+frame), all normalised by the
 frame's brightness so that dark and bright recordings look alike to it. Trained by spkrecon on a
 2-core CPU with broad speed (0 to 5 px per readout step) and light (0.01 to 0.5 spikes per
 frame) distributions; see docs/atsnet.md.

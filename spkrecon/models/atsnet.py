@@ -77,6 +77,14 @@ class ATSNetConfig:
     #: :data:`spkrecon.models.motion.STAGES`; empty: ``STAGES`` (the networks trained before
     #: it existed). ``motion_noise`` gives one value per stage.
     motion_stages: tuple[tuple[int, int, int, int, int], ...] = ()
+    #: With ``motion``: refinements of the velocity on each side of the key frame apart
+    #: (:func:`spkrecon.models.motion.estimate_sides`), each ``(pyramid level, near, far,
+    #: half count width, iterations, window half size)``; frames before the key frame are
+    #: then sampled along the velocity before it, the others along the one after it. Empty:
+    #: one velocity through the key frame (the networks trained before it existed).
+    motion_sides: tuple[tuple[int, int, int, int, int, int], ...] = ()
+    #: One noise multiple per ``motion_sides`` stage (as ``motion_noise``); empty: none.
+    motion_side_noise: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         self.motion_noise = tuple(float(k) for k in self.motion_noise)
@@ -86,6 +94,18 @@ class ATSNetConfig:
                 raise ValueError("each motion stage needs 5 integers (level >= 0, half "
                                  "baseline >= max(half width, 1), half width >= 0, "
                                  f"iterations >= 1, window >= 1), got {list(st)}")
+        self.motion_sides = tuple(tuple(int(v) for v in st) for st in self.motion_sides)
+        for st in self.motion_sides:
+            if len(st) != 6 or st[0] < 0 or st[3] < 0 or st[1] < st[3] or st[2] <= st[1] \
+                    or min(st[4:]) < 1:
+                raise ValueError("each motion side stage needs 6 integers (level >= 0, near "
+                                 ">= half width, far > near, half width >= 0, iterations >= "
+                                 f"1, window >= 1), got {list(st)}")
+        self.motion_side_noise = tuple(float(k) for k in self.motion_side_noise)
+        if self.motion_side_noise and (len(self.motion_side_noise) != len(self.motion_sides)
+                                       or min(self.motion_side_noise) < 0):
+            raise ValueError(f"motion_side_noise needs {len(self.motion_sides)} values >= 0 "
+                             f"(one per motion side stage), got {list(self.motion_side_noise)}")
         self.motion_isi = tuple(int(w) for w in self.motion_isi)
         self.tfp_windows = tuple(int(w) for w in self.tfp_windows)
         self.isi_orders = tuple(int(k) for k in self.isi_orders)
@@ -122,9 +142,14 @@ class ATSNetConfig:
         need = max(max(self.tfp_windows) // 2, RADIUS, snap, self.raw_radius)
         if not self.motion:
             return need
-        from spkrecon.models.motion import reach
+        return max(need, self.motion_reach)
 
-        return max(need, reach(self.stages))
+    @property
+    def motion_reach(self) -> int:
+        """Frames the velocity estimate reads on each side of the key frame."""
+        from spkrecon.models.motion import reach, side_reach
+
+        return max(reach(self.stages), side_reach(self.motion_sides))  # type: ignore[arg-type]
 
     @property
     def estimates(self) -> int:
@@ -227,18 +252,23 @@ def _assemble(spk: torch.Tensor, cfg: ATSNetConfig, tfp: list[torch.Tensor],
     half = cfg.snapshot_width // 2
     extra: list[torch.Tensor] = []
     if cfg.motion:
-        from spkrecon.models.motion import compensated_frames, estimate_velocity
+        from spkrecon.models.motion import compensated_frames, estimate_sides, estimate_velocity
 
         v = estimate_velocity(spk, r, cfg.stages, noise=cfg.motion_noise or 0.0,
                               pooled=pooled)
+        along_v: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = v
+        if cfg.motion_sides:
+            along_v = estimate_sides(spk, r, v, cfg.motion_sides,  # type: ignore[arg-type]
+                                     noise=cfg.motion_side_noise or 0.0, pooled=pooled)
         reach = max([n // 2 for n in cfg.motion_windows]
                     + [abs(o) + half for o in cfg.snapshot_offsets])
-        csum = _running_sum(compensated_frames(spk, r, v, torch.arange(-reach, reach + 1)))
+        csum = _running_sum(compensated_frames(spk, r, along_v,
+                                                 torch.arange(-reach, reach + 1)))
         if cfg.motion_isi:
             # A separate sampling call: the spikes and intervals as two channels of one
             # call measured slower, and their running sum over a 5-D tensor 5x slower.
             ireach = max(n // 2 for n in cfg.motion_isi)
-            isum = _running_sum(compensated_frames(intervals(ireach), ireach, v,
+            isum = _running_sum(compensated_frames(intervals(ireach), ireach, along_v,
                                                    torch.arange(-ireach, ireach + 1)))
 
         def along(cum: torch.Tensor, at: int, a: int, z: int) -> torch.Tensor:
@@ -390,9 +420,7 @@ class ChunkFeatures:
         self._pyramid: dict[int, torch.Tensor] = {}
         self._plo = self._phi = 0
         if cfg.motion:
-            from spkrecon.models.motion import reach
-
-            need = reach(cfg.stages)
+            need = cfg.motion_reach
             self._plo, self._phi = keys[0] - need, keys[-1] + need + 1
 
     def _pooled(self, key: int) -> Pooled:

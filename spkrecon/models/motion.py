@@ -10,8 +10,12 @@ Here the velocity is measured, not learned:
   Bouguet's pyramid) between two short spike counts before and after the key frame, each
   already counted along the current velocity, so that every refinement sees sharper images
   and a longer baseline; a velocity field ``(B, 2, H, W)`` in px per readout step;
+- **sides** (:func:`estimate_sides`): that velocity refined on each side of the key frame
+  apart, for trajectories that turn there (accelerating motion; videos interpolated between
+  frames, which turn at every original frame);
 - **integrate** (:func:`compensated_frames`): every frame ``tau`` steps from the key frame
-  sampled bilinearly at ``x + v(x) * tau``; counts along the motion are sums of those.
+  sampled bilinearly at ``x + v(x) * tau`` (with two velocities, the one on ``tau``'s side);
+  counts along the motion are sums of those.
 
 The velocity is the apparent motion of the content at the key frame: content at ``x``
 is at ``x + v * tau`` ``tau`` steps later. Everything is plain torch (CPU or GPU).
@@ -141,44 +145,93 @@ def estimate_velocity(win: torch.Tensor, centre: int,
             v = torch.zeros((b, 2, lh, lw), device=win.device)
         else:
             v = F.interpolate(v, size=(lh, lw), mode="bilinear", align_corners=False)
-        n = 2 * hw + 1
-        base = _base_grid(lh, lw, win.device)
-        for _ in range(iters):
-            samp = _sample(frames, v, taus, s, base)
-            before, after = samp[:, :n].mean(1, keepdim=True), samp[:, n:].mean(1, keepdim=True)
-            if blur:  # spike counts are noisy: smooth before differentiating
-                before, after = _blur(before, blur), _blur(after, blur)
-            gx, gy = _grad(0.5 * (before + after))
-            dt = after - before
-            terms = [gx * gx, gx * gy, gy * gy, gx * dt, gy * dt]
-            if kappa:
-                # A count of n frames (Bernoulli-like along a trajectory) pooled over s x s
-                # pixels has variance r (1 - r) / (n s^2); blurring keeps ~0.14 of it, the
-                # central difference of the two counts' mean ~0.25 of that.
-                m = (0.5 * (before + after)).clamp(0.0, 1.0)
-                terms.append(m * (1 - m) * ((0.035 if blur else 0.25) / (n * s * s)))
-            boxed = _box(torch.cat(terms, 1), k)  # one call: each is a frame-sized conv
-            a, bb, c, p, q = (boxed[:, i:i + 1] for i in range(5))
-            # Tikhonov term: where the image has no texture the step is ~0 (keep the coarse
-            # estimate) instead of noise amplified by an ill-conditioned 2x2 system.
-            lam = reg * (a + c).mean(dim=(1, 2, 3), keepdim=True) + 1e-9
-            if kappa:
-                lam = lam + kappa * boxed[:, 5:6]
-            a, c = a + lam, c + lam
-            det = a * c - bb * bb
-            ux = -(c * p - bb * q) / det
-            uy = -(a * q - bb * p) / det
-            # The two counts are 2 * d frames apart: level px -> full-resolution px/step.
-            step = torch.cat([ux, uy], 1).clamp(-1.5, 1.5) * (s / (2 * d))
-            # Normalised convolution: each step is averaged with its neighbours' weighted by
-            # how well they are determined (the structure tensor's determinant over trace),
-            # so flat or saturated regions take the motion of textured ones around them.
-            conf = det / (a + c)
-            boxed = _box(torch.cat([step * conf, conf], 1), k)
-            step = boxed[:, :2] / boxed[:, 2:].clamp(min=1e-12)
-            v = (v + step).clamp(-MAX_SPEED, MAX_SPEED)
+        v = _refine(frames, v, taus, 2 * hw + 1, 2 * d, s, iters, k, kappa, reg, blur)
     assert v is not None
     return F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _refine(frames: torch.Tensor, v: torch.Tensor, taus: torch.Tensor, n: int, span: int,
+            s: int, iters: int, k: int, kappa: float, reg: float, blur: int) -> torch.Tensor:
+    """Lucas-Kanade refinements of ``v (B, 2, h, w)`` (full-resolution px/step) at pyramid
+    scale ``s`` between two counts of ``n`` frames each: ``frames (B, 2n, h, w)`` at offsets
+    ``taus`` from the key frame, the earlier count first, their centres ``span`` frames
+    apart."""
+    base = _base_grid(v.shape[-2], v.shape[-1], v.device)
+    for _ in range(iters):
+        samp = _sample(frames, v, taus, s, base)
+        before, after = samp[:, :n].mean(1, keepdim=True), samp[:, n:].mean(1, keepdim=True)
+        if blur:  # spike counts are noisy: smooth before differentiating
+            before, after = _blur(before, blur), _blur(after, blur)
+        gx, gy = _grad(0.5 * (before + after))
+        dt = after - before
+        terms = [gx * gx, gx * gy, gy * gy, gx * dt, gy * dt]
+        if kappa:
+            # A count of n frames (Bernoulli-like along a trajectory) pooled over s x s
+            # pixels has variance r (1 - r) / (n s^2); blurring keeps ~0.14 of it, the
+            # central difference of the two counts' mean ~0.25 of that.
+            m = (0.5 * (before + after)).clamp(0.0, 1.0)
+            terms.append(m * (1 - m) * ((0.035 if blur else 0.25) / (n * s * s)))
+        boxed = _box(torch.cat(terms, 1), k)  # one call: each is a frame-sized conv
+        a, bb, c, p, q = (boxed[:, i:i + 1] for i in range(5))
+        # Tikhonov term: where the image has no texture the step is ~0 (keep the coarse
+        # estimate) instead of noise amplified by an ill-conditioned 2x2 system.
+        lam = reg * (a + c).mean(dim=(1, 2, 3), keepdim=True) + 1e-9
+        if kappa:
+            lam = lam + kappa * boxed[:, 5:6]
+        a, c = a + lam, c + lam
+        det = a * c - bb * bb
+        ux = -(c * p - bb * q) / det
+        uy = -(a * q - bb * p) / det
+        # The two counts are span frames apart: level px -> full-resolution px/step.
+        step = torch.cat([ux, uy], 1).clamp(-1.5, 1.5) * (s / span)
+        # Normalised convolution: each step is averaged with its neighbours' weighted by
+        # how well they are determined (the structure tensor's determinant over trace),
+        # so flat or saturated regions take the motion of textured ones around them.
+        conf = det / (a + c)
+        boxed = _box(torch.cat([step * conf, conf], 1), k)
+        step = boxed[:, :2] / boxed[:, 2:].clamp(min=1e-12)
+        v = (v + step).clamp(-MAX_SPEED, MAX_SPEED)
+    return v
+
+
+def side_reach(sides: tuple[tuple[int, int, int, int, int, int], ...]) -> int:
+    """Frames :func:`estimate_sides` reads on each side of the key frame."""
+    return max((far + hw for _, _, far, hw, _, _ in sides), default=0)
+
+
+def estimate_sides(win: torch.Tensor, centre: int, v: torch.Tensor,
+                   sides: tuple[tuple[int, int, int, int, int, int], ...],
+                   blur: int = 1, reg: float = 0.05,
+                   noise: float | tuple[float, ...] = 0.0,
+                   pooled: Pooled | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The velocity ``v (B, 2, H, W)`` (of :func:`estimate_velocity`) refined on each side of
+    the key frame apart: ``(v_back, v_ahead)``, each ``(B, 2, H, W)`` px/step.
+
+    A trajectory need not be straight through the key frame: real motion accelerates, and a
+    video interpolated between frames (as the REDS-simulated recordings are) changes its
+    velocity at every original frame, the key frame included. ``sides``: stages ``(pyramid
+    level, near, far, half count width, iterations, window half size)``, each between
+    counts centred ``near`` and ``far`` frames from the key frame on one side. The two sides
+    run as one batch: the side before the key frame is the side after it with time, and
+    hence the velocity, reversed.
+    """
+    b, t, h, w = win.shape
+    need = side_reach(sides)
+    if centre - need < 0 or centre + need >= t:
+        raise ValueError(f"motion sides need {need} frames on each side of the key frame")
+    kappas = tuple(noise) if isinstance(noise, (tuple, list)) else (noise,) * len(sides)
+    pooled = pooled or _pool_window(win)
+    u = torch.cat([v, -v], 0)  # ahead, then back with time reversed
+    for (level, near, far, hw, iters, k), kappa in zip(sides, kappas, strict=True):
+        s = 2 ** level
+        lh, lw = max(1, math.ceil(h / s)), max(1, math.ceil(w / s))
+        taus = torch.cat([torch.arange(near - hw, near + hw + 1),
+                          torch.arange(far - hw, far + hw + 1)]).to(win.device)
+        frames = torch.cat([pooled(level, centre + taus), pooled(level, centre - taus)], 0)
+        u = F.interpolate(u, size=(lh, lw), mode="bilinear", align_corners=False)
+        u = _refine(frames, u, taus, 2 * hw + 1, far - near, s, iters, k, kappa, reg, blur)
+    u = F.interpolate(u, size=(h, w), mode="bilinear", align_corners=False)
+    return -u[b:], u[:b]
 
 
 def _pool_window(win: torch.Tensor) -> Pooled:
@@ -188,10 +241,13 @@ def _pool_window(win: torch.Tensor) -> Pooled:
     return pooled
 
 
-def compensated_frames(win: torch.Tensor, centre: int, v: torch.Tensor, taus: torch.Tensor,
+def compensated_frames(win: torch.Tensor, centre: int,
+                       v: torch.Tensor | tuple[torch.Tensor, torch.Tensor], taus: torch.Tensor,
                        chunk: int = 16) -> torch.Tensor:
     """Frames ``centre + taus`` of ``win (B, T, H, W)`` sampled along ``v (B, 2, H, W)``:
-    ``(B, K, H, W)`` float, each at ``x + v(x) * tau``.
+    ``(B, K, H, W)`` float, each at ``x + v(x) * tau``. ``v`` may be a pair ``(v_back,
+    v_ahead)`` (:func:`estimate_sides`): frames before the key frame follow the first,
+    the others the second.
 
     Sampled ``chunk`` frames at a time: the sampling grid of all K frames at once would take
     twice the output's memory (100 MB for 127 frames of 250x400).
@@ -200,11 +256,20 @@ def compensated_frames(win: torch.Tensor, centre: int, v: torch.Tensor, taus: to
     b, _, h, w = win.shape
     out = torch.empty((b, len(taus), h, w), dtype=torch.float32, device=win.device)
     base = _base_grid(h, w, win.device)
-    for i in range(0, len(taus), chunk):
-        part = taus[i:i + chunk]
-        out[:, i:i + len(part)] = _sample(win[:, centre + part].float(), v, part, 1.0, base)
+    back, ahead = v if isinstance(v, tuple) else (v, v)
+    groups = [(taus < 0, back), (taus >= 0, ahead)] if back is not ahead else [(None, ahead)]
+    for mask, vel in groups:
+        idx = torch.arange(len(taus), device=win.device) if mask is None else mask.nonzero()[:, 0]
+        for i in range(0, len(idx), chunk):
+            at = idx[i:i + chunk]
+            part = taus[at]
+            if mask is None:  # contiguous: write in place
+                out[:, i:i + len(part)] = _sample(win[:, centre + part].float(), vel, part,
+                                                  1.0, base)
+            else:
+                out[:, at] = _sample(win[:, centre + part].float(), vel, part, 1.0, base)
     return out
 
 
-__all__ = ["MAX_SPEED", "STAGES", "Pooled", "compensated_frames", "estimate_velocity", "pool",
-           "reach"]
+__all__ = ["MAX_SPEED", "STAGES", "Pooled", "compensated_frames", "estimate_sides",
+           "estimate_velocity", "pool", "reach", "side_reach"]

@@ -32,7 +32,9 @@ class Trajectory:
 
     ``q(t) = p0 + v t + a t^2 / 2 + sum_k (b_k / w_k) (cos(phi_k) - cos(w_k t + phi_k))``:
     a drift, a constant acceleration and ``K`` sinusoidal velocity wobbles. ``p0`` is the
-    value at ``t = origin``.
+    value at ``t = origin``. ``turn`` (optional, ``(*lead, D)``) adds ``turn * max(t, 0)``:
+    the velocity changes by ``turn`` at ``origin``, as a video interpolated between frames
+    changes it at every original frame (the REDS-simulated recordings' key frames).
     """
 
     p0: torch.Tensor  # (*lead, D)
@@ -42,6 +44,7 @@ class Trajectory:
     omega: torch.Tensor  # (*lead, D, K)
     phase: torch.Tensor  # (*lead, D, K)
     origin: float = 0.0
+    turn: torch.Tensor | None = None  # (*lead, D)
 
     @classmethod
     def linear(cls, p0: torch.Tensor, v: torch.Tensor | None = None,
@@ -61,7 +64,8 @@ class Trajectory:
     def to(self, device: str | torch.device) -> Trajectory:
         """The same paths with their parameters on ``device``."""
         return Trajectory(*(x.to(device) for x in (self.p0, self.v, self.a, self.amp,
-                                                    self.omega, self.phase)), self.origin)
+                                                    self.omega, self.phase)), self.origin,
+                          None if self.turn is None else self.turn.to(device))
 
     def at(self, t: torch.Tensor) -> torch.Tensor:
         """Values ``(*lead, n, D)`` at times ``t (n,)``."""
@@ -73,6 +77,8 @@ class Trajectory:
         ph = self.phase.unsqueeze(-3)
         tk = tt.unsqueeze(-1)  # (*1, n, 1, 1)
         wob = (self.amp.unsqueeze(-3) / w) * (exact.cos(ph) - exact.cos(w * tk + ph))
+        if self.turn is not None:
+            q = q + self.turn.unsqueeze(-2) * tt.clamp(min=0.0)
         return q + _sum_last(wob)
 
     def velocity(self, t: torch.Tensor) -> torch.Tensor:
@@ -82,6 +88,8 @@ class Trajectory:
         dq = self.v.unsqueeze(-2) + self.a.unsqueeze(-2) * tt
         w = self.omega.unsqueeze(-3)
         wob = self.amp.unsqueeze(-3) * exact.sin(w * tt.unsqueeze(-1) + self.phase.unsqueeze(-3))
+        if self.turn is not None:
+            dq = dq + self.turn.unsqueeze(-2) * (tt > 0).to(dq.dtype)
         return dq + _sum_last(wob)
 
     def scaled(self, factor: torch.Tensor) -> Trajectory:
@@ -90,7 +98,8 @@ class Trajectory:
         fv = f.view(*f.shape, *([1] * (self.v.ndim - f.ndim)))
         fk = fv.unsqueeze(-1)
         return Trajectory(self.p0.clone(), self.v * fv, self.a * fv, self.amp * fk,
-                          self.omega, self.phase, self.origin)
+                          self.omega, self.phase, self.origin,
+                          None if self.turn is None else self.turn * fv)
 
 
 def _sum_last(x: torch.Tensor) -> torch.Tensor:

@@ -75,6 +75,12 @@ class ATSTrainConfig:
     #: Share of batches whose backgrounds are 2x2 mosaics of crops half the side (so a
     #: 321-pixel photo can shrink to ``scale_min``: dense detail, as the detail suite has).
     mosaic_prob: float = 0.0
+    #: Share of training batches whose motions (camera and sprites) change velocity at the
+    #: key instant, by up to ``turn_max`` of their speed in a random direction: a video
+    #: interpolated between frames (the REDS-simulated recordings) turns at every original
+    #: frame, and its ground truth is one of them. Validation never draws turns.
+    turn_prob: float = 0.0
+    turn_max: float = 0.6
     substeps: int = 2
     #: Share of batches whose input is rendered bicubic (else bilinear: softer, 4x cheaper).
     bicubic_prob: float = 0.3
@@ -228,6 +234,17 @@ def _speeds(g: torch.Generator, n: int, cfg: ATSTrainConfig) -> torch.Tensor:
     return torch.where(still, torch.zeros_like(v), v)
 
 
+def _turns(vel: torch.Tensor, share: float, g: torch.Generator) -> torch.Tensor:
+    """Velocity changes ``(..., 4)`` for velocities ``vel (..., 4)``: up to ``share`` of each
+    speed (uniform), in a random direction, in x and y only."""
+    lead = vel.shape[:-1]
+    size = vel[..., :2].norm(dim=-1) * _u(g, lead, 0.0, share)
+    ang = _u(g, lead, 0, 2 * math.pi)
+    turn = torch.zeros_like(vel)
+    turn[..., 0], turn[..., 1] = size * torch.cos(ang), size * torch.sin(ang)
+    return turn
+
+
 def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfig,
                g: torch.Generator, *, speed: float | None = None, rate: float | None = None,
                clips: FlowClips | None = None, spf: float | None = None
@@ -270,6 +287,10 @@ def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfi
     mcfg = MotionConfig(max_speed=max(cfg.max_speed * 1.2, 0.1), min_speed=0.05,
                         static_prob=0.2, objects=(0, 2), wobble=0.2)
     sprites = random_sprites(b, (p, p), steps, mcfg, sprite_src, g, key_step=float(r))
+    if speed is None and cfg.turn_prob and float(_u(g)) < cfg.turn_prob:
+        camera.turn = _turns(vel, cfg.turn_max, g)
+        if sprites is not None:
+            sprites.path.turn = _turns(sprites.path.v, cfg.turn_max, g)
     resample = "bicubic" if float(_u(g)) < cfg.bicubic_prob else "bilinear"
     scene = FastMotionScene(bg, (p, p), camera, sprites, steps, resample=resample)
     truth_scene = FastMotionScene(bg, (p, p), camera, sprites, steps, resample="bicubic")
@@ -388,7 +409,8 @@ def val_cache_path(digest: str) -> Path:
 #: Options that do not change the validation data (the rest key its cache).
 _NOT_DATA = ("out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
              "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed",
-             "model", "init", "reinit", "select_lr", "loss", "mosaic_prob")
+             "model", "init", "reinit", "select_lr", "loss", "mosaic_prob",
+             "turn_prob", "turn_max")
 #: ... and of those, the ones that only concern the video clips (or only the photos).
 _VIDEO_ONLY = ("videos", "video_share", "video_spf_min", "video_spf_max")
 
@@ -768,6 +790,11 @@ def main(argv: list[str] | None = None) -> None:
                          "level,half-baseline,half-width,iterations,window;... (default: "
                          "spkrecon.models.motion.STAGES; --motion-noise then needs one value "
                          "per stage)")
+    ap.add_argument("--motion-sides", default=None,
+                    help="with --motion: refinements of the velocity on each side of the key "
+                         "frame apart, as level,near,far,half-width,iterations,window;...")
+    ap.add_argument("--motion-side-noise", default=None,
+                    help="with --motion-sides: one noise multiple per side stage, e.g. 1,1")
     ap.add_argument("--no-mixture", action="store_true",
                     help="the 15-frame count plus a correction, without the estimate mixture")
     args = vars(ap.parse_args(argv))
@@ -778,6 +805,8 @@ def main(argv: list[str] | None = None) -> None:
     motion_noise = args.pop("motion_noise")
     motion_isi = args.pop("motion_isi")
     motion_stages = args.pop("motion_stages")
+    motion_sides = args.pop("motion_sides")
+    motion_side_noise = args.pop("motion_side_noise")
     cfg = ATSTrainConfig(**args)
     cfg.model = {"mixture": mixture, "motion": motion}
     if widths:
@@ -788,12 +817,16 @@ def main(argv: list[str] | None = None) -> None:
         cfg.model["motion_noise"] = [float(k) for k in motion_noise.split(",")]
     if motion_isi:
         cfg.model["motion_isi"] = [int(w) for w in motion_isi.split(",")]
-    if motion_stages:
-        try:
-            cfg.model["motion_stages"] = [[int(v) for v in st.split(",")]
-                                          for st in motion_stages.split(";") if st.strip()]
-        except ValueError:
-            ap.error(f"--motion-stages takes integers as a,b,c,d,e;..., got {motion_stages!r}")
+    for flag, text, form in (("--motion-stages", motion_stages, "a,b,c,d,e;..."),
+                             ("--motion-sides", motion_sides, "a,b,c,d,e,f;...")):
+        if text:
+            try:
+                cfg.model[flag[2:].replace("-", "_")] = [
+                    [int(v) for v in st.split(",")] for st in text.split(";") if st.strip()]
+            except ValueError:
+                ap.error(f"{flag} takes integers as {form}, got {text!r}")
+    if motion_side_noise:
+        cfg.model["motion_side_noise"] = [float(k) for k in motion_side_noise.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     from spkrecon.errors import SpkreconError
 

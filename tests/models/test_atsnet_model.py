@@ -281,7 +281,10 @@ def test_intervals_along_a_pan_are_sharper_than_counts_along_it() -> None:
     ATSNetConfig(motion=True, motion_isi=(15,), motion_noise=(16, 4, 4, 16, 1, 1),
                  motion_stages=((3, 2, 2, 3, 3), (3, 6, 4, 2, 3), (2, 12, 8, 2, 4),
                                 (2, 24, 16, 2, 4), (1, 6, 4, 2, 3), (0, 12, 8, 1, 3))),
-], ids=["counts", "motion-intervals", "no-orders", "fine-stages"])
+    ATSNetConfig(motion=True, motion_isi=(7, 31), motion_noise=(16, 4, 4, 16),
+                 motion_sides=((1, 4, 16, 4, 2, 3), (0, 6, 50, 6, 1, 3)),
+                 motion_side_noise=(8, 8)),
+], ids=["counts", "motion-intervals", "no-orders", "fine-stages", "sides"])
 def test_chunk_features_equal_window_features_exactly(cfg: ATSNetConfig) -> None:
     """The shared-work route (the method's) gives the very same features as one window per
     key frame, in the dark (pixels that never fire within a window) and in bright light."""
@@ -304,3 +307,27 @@ def test_chunk_features_equal_window_features_exactly(cfg: ATSNetConfig) -> None
             chunk(r + 3)
     with pytest.raises(ValueError, match="must lie in"):
         ChunkFeatures(frames, [r - 1], cfg)
+
+
+def test_motion_sides_are_checked_and_sample_each_side_along_its_own_velocity() -> None:
+    """With ``motion_sides`` the counts along the motion follow the velocity before the key
+    frame for earlier frames and the one after it for later frames; on a still scene both
+    are zero and the features are the plain ones."""
+    from spkrecon.models.motion import side_reach
+
+    for bad in [((1, 4, 16, 4, 2),), ((1, 4, 4, 4, 2, 3),), ((1, 2, 16, 4, 2, 3),)]:
+        with pytest.raises(ValueError, match="side stage"):
+            ATSNetConfig(motion=True, motion_sides=bad)
+    with pytest.raises(ValueError, match="motion_side_noise"):
+        ATSNetConfig(motion=True, motion_sides=((1, 4, 16, 4, 2, 3),), motion_side_noise=(1, 1))
+    far = ATSNetConfig(motion=True, motion_sides=((1, 4, 140, 4, 1, 3),))
+    assert side_reach(far.motion_sides) == 144 and far.radius == 144
+    cfg = ATSNetConfig(motion=True, motion_sides=((1, 4, 16, 4, 2, 3),), motion_side_noise=(8,))
+    plain = ATSNetConfig(motion=True)
+    r = cfg.radius
+    still = (torch.rand(1, 2 * r + 1, 24, 32, generator=torch.Generator().manual_seed(2))
+             < 0.3).to(torch.uint8)
+    still[:] = still[:, :1]  # every frame the same: nothing moves
+    x, _ = window_features(still, cfg)
+    y, _ = window_features(still, plain)
+    assert torch.allclose(x, y, atol=1e-5)

@@ -205,3 +205,23 @@ def test_training_batch_on_cuda() -> None:
     assert res.spikes.device.type == "cuda" and res.gt.device.type == "cuda"
     again = training_batch(imgs, 8, generator=make_generator(0, "cuda"))
     assert torch.equal(res.spikes, again.spikes)
+
+
+def test_a_turn_changes_the_velocity_at_the_origin_and_keeps_the_path_continuous() -> None:
+    turn = torch.tensor([[0.25, -0.5]], dtype=torch.float64)
+    path = Trajectory.linear(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, -1.0]]),
+                             origin=10.0)
+    path.turn = turn
+    t = torch.tensor([0.0, 9.0, 10.0, 11.0, 30.0], dtype=torch.float64)
+    q = path.at(t)[0]
+    assert torch.allclose(q[:3], torch.tensor([[-4.0, 12.0], [0.5, 3.0], [1.0, 2.0]],
+                                              dtype=torch.float64))
+    assert torch.allclose(q[3], torch.tensor([1.75, 0.5], dtype=torch.float64))
+    assert torch.allclose(q[4], torch.tensor([16.0, -28.0], dtype=torch.float64))
+    vel = path.velocity(t)[0]
+    assert torch.allclose(vel[:3], torch.tensor([0.5, -1.0], dtype=torch.float64).expand(3, 2))
+    assert torch.allclose(vel[3:], torch.tensor([0.75, -1.5], dtype=torch.float64).expand(2, 2))
+    half = path.scaled(torch.tensor([0.5]))
+    assert torch.allclose(half.velocity(t)[0, 4], torch.tensor([0.375, -0.75],
+                                                               dtype=torch.float64))
+    assert torch.equal(path.to("cpu").turn, turn)

@@ -287,6 +287,21 @@ def test_the_command_reports_bad_data_in_one_line(tmp_path: Path,
     assert err[0].startswith("error: image folder") and "nope" in err[0]
 
 
+def _assert_validation_ignores(images: Path, **options: float) -> None:
+    """Validation batches are the same whatever these training options say, and the options
+    are outside the validation cache's key (so its cached copy is shared too)."""
+    net = ATSNetConfig(widths=(4, 8))
+    cfg = _config(images, images / "unused", steps=1)
+    held = T.load_images([str(images)], 256, holdout=True)
+    plain = T.make_validation(held, cfg, net)
+    for k, v in options.items():
+        setattr(cfg, k, v)
+    other = T.make_validation(held, cfg, net)
+    for (n1, x1, y1), (n2, x2, y2) in zip(plain, other, strict=True):
+        assert n1 == n2 and torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert set(options) <= set(T._NOT_DATA)
+
+
 def test_mosaics_tile_four_crops_and_leave_validation_alone(images: Path) -> None:
     """A mosaic background is four crops of half its side, rolled; validation batches are the
     same whatever ``mosaic_prob`` says (so its figures stay comparable across runs)."""
@@ -300,12 +315,40 @@ def test_mosaics_tile_four_crops_and_leave_validation_alone(images: Path) -> Non
                                    return_counts=True)
         assert set(values.tolist()) <= {20, 80, 140, 200}
         assert all(c % 1600 == 0 for c in counts) and counts.sum() == 6400
+    _assert_validation_ignores(images, mosaic_prob=1.0)
+
+
+def test_turns_change_training_velocities_at_the_key_and_leave_validation_alone(
+        images: Path) -> None:
+    """``turn_prob`` batches turn at the key instant by at most ``turn_max`` of the speed;
+    validation batches are the same whatever it says."""
+    vel = torch.zeros((500, 4), dtype=torch.float64)
+    vel[:, 0] = torch.linspace(0.1, 4.0, 500, dtype=torch.float64)
+    turn = T._turns(vel, 0.6, torch.Generator().manual_seed(0))
+    share = turn[:, :2].norm(dim=-1) / vel[:, 0]
+    assert float(share.max()) <= 0.6 and float(share.max()) > 0.5
+    assert float(share.min()) < 0.1 and torch.equal(turn[:, 2:], torch.zeros_like(turn[:, 2:]))
+    _assert_validation_ignores(images, turn_prob=1.0, turn_max=0.3)
+    # A training batch with turns differs from the same draw without them.
     net = ATSNetConfig(widths=(4, 8))
     cfg = _config(images, images / "unused", steps=1)
     held = T.load_images([str(images)], 256, holdout=True)
-    plain = T.make_validation(held, cfg, net)
-    cfg.mosaic_prob = 1.0
-    mixed = T.make_validation(held, cfg, net)
-    for (n1, x1, y1), (n2, x2, y2) in zip(plain, mixed, strict=True):
-        assert n1 == n2 and torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert "mosaic_prob" in T._NOT_DATA  # ... so its cached copy is shared too
+    cfg.turn_prob, cfg.static_prob = 1.0, 0.0
+    a = T.make_batch(held, cfg, net, torch.Generator().manual_seed(5))
+    cfg.turn_prob = 0.0
+    b = T.make_batch(held, cfg, net, torch.Generator().manual_seed(5))
+    assert not torch.equal(a[0], b[0])
+
+
+def test_motion_sides_reach_the_network_config(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
+    T.main(["--images", "x", "--motion", "--motion-sides", "1,4,16,4,2,3;1,6,30,6,2,3",
+            "--motion-side-noise", "8,8", "--turn-prob", "0.5"])
+    net = ATSNetConfig.from_dict(seen["cfg"].model)
+    assert net.motion_sides == ((1, 4, 16, 4, 2, 3), (1, 6, 30, 6, 2, 3))
+    assert net.motion_side_noise == (8.0, 8.0) and seen["cfg"].turn_prob == 0.5
+    with pytest.raises(SystemExit):
+        T.main(["--images", "x", "--motion", "--motion-sides", "1,4,x,4,2,3"])
+    assert "--motion-sides takes integers" in capsys.readouterr().err
