@@ -16,8 +16,8 @@ excludes them), written as files, and every registered method is scored on them:
   its velocity at every original frame, and its ground truth is one of them.
 - ``video``: real motion (several bodies, non-rigid, occlusions) from **held-out video
   clips** (:func:`holdout_clips`, the same rule on the clip folder's name), the light of
-  video frame ``n`` at readout step ``n * spf`` for ``spf`` 40 and 10 readout steps per video
-  frame, flow-interpolated in between (:mod:`spkrecon.simulate.flow`), normal light; 257
+  video frame ``n`` at readout step ``n * spf`` for ``spf`` 40, 32, 16 and 10 readout steps per
+  video frame (at 32 and 16 the key frame is an original frame), flow-interpolated in between (:mod:`spkrecon.simulate.flow`), normal light; 257
   frames, key frame index 128; the views are crops of the frames scaled to cover 3x the
   view (0.8x for 854x480 clips). Each recording notes its measured speed (the mean flow at
   the key frame, and its 95th percentile, px per step).
@@ -66,8 +66,10 @@ HOLDOUT_MODULUS = 8
 SPEEDS = (0.0, 0.15, 0.5, 1.0, 2.0, 4.0)
 LIGHT_RATES = (0.3, 0.1, 0.03)
 LIGHT_MAX_SPEED = 0.2
-#: Readout steps per video frame of the video suite's conditions (slow and fast motion).
-VIDEO_SPFS = (40.0, 10.0)
+#: Readout steps per video frame of the video suite's conditions (slow and fast motion). 32
+#: and 16 divide the key frame's index (128), so there the truth is an original video frame
+#: and the motion turns at it, as in the REDS-simulated recordings; 40 and 10 do not.
+VIDEO_SPFS = (40.0, 32.0, 16.0, 10.0)
 #: Speeds (px/step) of the detail suite: the scenes of REDS-like recordings move slowly.
 DETAIL_SPEEDS = (0.0, 0.15, 0.5, 1.0)
 #: The detail suite's images are shrunk by this factor (so that this many by this many of
