@@ -16,11 +16,12 @@ excludes them), written as files, and every registered method is scored on them:
   its velocity at every original frame, and its ground truth is one of them.
 - ``video``: real motion (several bodies, non-rigid, occlusions) from **held-out video
   clips** (:func:`holdout_clips`, the same rule on the clip folder's name), the light of
-  video frame ``n`` at readout step ``n * spf`` for ``spf`` 40, 32, 16 and 10 readout steps per
-  video frame (at 32 and 16 the key frame is an original frame), flow-interpolated in between (:mod:`spkrecon.simulate.flow`), normal light; 257
-  frames, key frame index 128; the views are crops of the frames scaled to cover 3x the
-  view (0.8x for 854x480 clips). Each recording notes its measured speed (the mean flow at
-  the key frame, and its 95th percentile, px per step).
+  video frame ``n`` at readout step ``n * spf`` for ``spf`` 40, 32, 16 and 10 readout steps
+  per video frame (at 32 and 16 the key frame is an original frame), flow-interpolated in
+  between (:mod:`spkrecon.simulate.flow`), normal light; 257 frames, key frame index 128;
+  the views are crops of the frames scaled to cover 3x the view (0.8x for 854x480 clips).
+  Each recording notes its measured speed (the mean flow at the key frame, and its 95th
+  percentile, px per step).
 
 Even-numbered recordings of a condition are camera pans over a still photo (constant
 velocity in a random direction, no zoom, rotation or wobble), odd ones a still camera with

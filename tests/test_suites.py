@@ -400,7 +400,8 @@ def test_command_video_suite(tmp_path: Path, image_dir: Path, clip_dir: Path) ->
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "t.json").read_text())
-    assert {s["suite"] for s in data["scores"]} == {"video"} and len(data["scores"]) == len(S.VIDEO_SPFS)
+    assert {s["suite"] for s in data["scores"]} == {"video"}
+    assert len(data["scores"]) == len(S.VIDEO_SPFS)
     assert "video suite, PSNR" in res.stdout and "px/step)" in res.stdout
     bad = subprocess.run(cmd[:5] + [str(tmp_path / "none")] + cmd[6:], capture_output=True,
                          text=True, timeout=600)
