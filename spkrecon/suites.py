@@ -209,11 +209,10 @@ def _turn(v: Any, speed: float, g: Any) -> Any:
     a seeded direction each (x and y only)."""
     import torch
 
+    from spkrecon.simulate.motion import planar
+
     ang = torch.rand(v.shape[:-1], generator=g, dtype=torch.float64) * 2 * math.pi
-    turn = torch.zeros_like(v)
-    turn[..., 0], turn[..., 1] = TURN_SHARE * speed * torch.cos(ang), \
-        TURN_SHARE * speed * torch.sin(ang)
-    return turn
+    return planar(TURN_SHARE * speed, ang, v)
 
 
 def _mosaic(paths: Sequence[Path], height: int, width: int, k: int, g: Any) -> Any:

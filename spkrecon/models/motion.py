@@ -52,19 +52,26 @@ def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], -1)
 
 
-def _sample(frames: torch.Tensor, v: torch.Tensor, taus: torch.Tensor, scale: float,
-            base: torch.Tensor | None = None) -> torch.Tensor:
+def _sample(frames: torch.Tensor, v: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+            taus: torch.Tensor, scale: float, base: torch.Tensor | None = None) -> torch.Tensor:
     """``frames (B, K, h, w)`` sampled at ``x + v * tau / scale`` for their ``taus (K,)``.
 
-    ``v (B, 2, h, w)`` in full-resolution px/step; out ``(B, K, h, w)``; the border repeats.
+    ``v (B, 2, h, w)`` in full-resolution px/step, or a pair ``(v_back, v_ahead)``: frames
+    with ``tau < 0`` follow the first; out ``(B, K, h, w)``; the border repeats.
     ``base``: :func:`_base_grid` of ``(h, w)``, when the caller has it.
     """
     b, k, h, w = frames.shape
     if base is None:
         base = _base_grid(h, w, frames.device)
-    step = torch.stack([v[:, 0] * (2.0 / (w * scale)), v[:, 1] * (2.0 / (h * scale))], -1)
+
+    def steps(u: torch.Tensor) -> torch.Tensor:  # (B, 1, h, w, 2) grid units per step
+        return torch.stack([u[:, 0] * (2.0 / (w * scale)), u[:, 1] * (2.0 / (h * scale))],
+                           -1)[:, None]
+
     t = taus.to(frames.dtype).view(1, k, 1, 1, 1)
-    grid = torch.addcmul(base, step[:, None], t)  # (B, K, h, w, 2)
+    step = steps(v) if not isinstance(v, tuple) else torch.where(t < 0, steps(v[0]),
+                                                                  steps(v[1]))
+    grid = torch.addcmul(base, step, t)  # (B, K, h, w, 2)
     out = F.grid_sample(frames.reshape(b * k, 1, h, w), grid.reshape(b * k, h, w, 2),
                         mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(b, k, h, w)
@@ -256,18 +263,9 @@ def compensated_frames(win: torch.Tensor, centre: int,
     b, _, h, w = win.shape
     out = torch.empty((b, len(taus), h, w), dtype=torch.float32, device=win.device)
     base = _base_grid(h, w, win.device)
-    back, ahead = v if isinstance(v, tuple) else (v, v)
-    groups = [(taus < 0, back), (taus >= 0, ahead)] if back is not ahead else [(None, ahead)]
-    for mask, vel in groups:
-        idx = torch.arange(len(taus), device=win.device) if mask is None else mask.nonzero()[:, 0]
-        for i in range(0, len(idx), chunk):
-            at = idx[i:i + chunk]
-            part = taus[at]
-            if mask is None:  # contiguous: write in place
-                out[:, i:i + len(part)] = _sample(win[:, centre + part].float(), vel, part,
-                                                  1.0, base)
-            else:
-                out[:, at] = _sample(win[:, centre + part].float(), vel, part, 1.0, base)
+    for i in range(0, len(taus), chunk):
+        part = taus[i:i + chunk]
+        out[:, i:i + len(part)] = _sample(win[:, centre + part].float(), v, part, 1.0, base)
     return out
 
 

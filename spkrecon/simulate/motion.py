@@ -102,6 +102,14 @@ class Trajectory:
                           None if self.turn is None else self.turn * fv)
 
 
+def planar(size: torch.Tensor | float, angle: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Vectors shaped as ``like (..., D)``: length ``size`` at ``angle`` (radians) in the
+    first two components (x, y), zero in the others (zoom, rotation)."""
+    out = torch.zeros_like(like)
+    out[..., 0], out[..., 1] = size * torch.cos(angle), size * torch.sin(angle)
+    return out
+
+
 def _sum_last(x: torch.Tensor) -> torch.Tensor:
     """Sum over the last dimension in a fixed order (a reduction's order may depend on the
     CPU's vector width)."""

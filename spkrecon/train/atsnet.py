@@ -37,7 +37,13 @@ import torch.nn.functional as F
 
 from spkrecon.models.atsnet import ATSNet, ATSNetConfig, predict, save_atsnet, window_features
 from spkrecon.simulate.core import simulate_batch
-from spkrecon.simulate.motion import MotionConfig, MotionScene, Trajectory, random_sprites
+from spkrecon.simulate.motion import (
+    MotionConfig,
+    MotionScene,
+    Trajectory,
+    planar,
+    random_sprites,
+)
 from spkrecon.simulate.noise import NoiseModel
 from spkrecon.simulate.scenes import GainScene, Scene, load_grey
 from spkrecon.train.clips import FlowClips, split_clips
@@ -239,10 +245,7 @@ def _turns(vel: torch.Tensor, share: float, g: torch.Generator) -> torch.Tensor:
     speed (uniform), in a random direction, in x and y only."""
     lead = vel.shape[:-1]
     size = vel[..., :2].norm(dim=-1) * _u(g, lead, 0.0, share)
-    ang = _u(g, lead, 0, 2 * math.pi)
-    turn = torch.zeros_like(vel)
-    turn[..., 0], turn[..., 1] = size * torch.cos(ang), size * torch.sin(ang)
-    return turn
+    return planar(size, _u(g, lead, 0, 2 * math.pi), vel)
 
 
 def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfig,
