@@ -259,13 +259,18 @@ def compensated_frames(win: torch.Tensor, centre: int,
     Sampled ``chunk`` frames at a time: the sampling grid of all K frames at once would take
     twice the output's memory (100 MB for 127 frames of 250x400).
     """
+    offsets = taus.tolist()
     taus = taus.to(win.device)
     b, _, h, w = win.shape
     out = torch.empty((b, len(taus), h, w), dtype=torch.float32, device=win.device)
     base = _base_grid(h, w, win.device)
     for i in range(0, len(taus), chunk):
         part = taus[i:i + chunk]
-        out[:, i:i + len(part)] = _sample(win[:, centre + part].float(), v, part, 1.0, base)
+        vel = v
+        if isinstance(v, tuple):  # a chunk on one side takes that side's velocity alone
+            lo, hi = min(offsets[i:i + chunk]), max(offsets[i:i + chunk])
+            vel = v[0] if hi <= 0 else v[1] if lo >= 0 else v  # tau = 0 moves by neither
+        out[:, i:i + len(part)] = _sample(win[:, centre + part].float(), vel, part, 1.0, base)
     return out
 
 
