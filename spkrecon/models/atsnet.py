@@ -85,6 +85,10 @@ class ATSNetConfig:
     motion_sides: tuple[tuple[int, int, int, int, int, int], ...] = ()
     #: One noise multiple per ``motion_sides`` stage (as ``motion_noise``); empty: none.
     motion_side_noise: tuple[float, ...] = ()
+    #: Widths of a full-resolution refinement after the U-Net (:class:`Refine`): it reads
+    #: the input features, the U-Net's last features and its output, and adds a correction;
+    #: empty: none (the networks trained before it existed).
+    refine: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.motion_noise = tuple(float(k) for k in self.motion_noise)
@@ -112,6 +116,9 @@ class ATSNetConfig:
         self.snapshot_offsets = tuple(int(o) for o in self.snapshot_offsets)
         self.motion_windows = tuple(int(w) for w in self.motion_windows)
         self.widths = tuple(int(w) for w in self.widths)
+        self.refine = tuple(int(w) for w in self.refine)
+        if any(w < 1 for w in self.refine):
+            raise ValueError(f"refine widths must be positive, got {list(self.refine)}")
         if any(w < 1 or w % 2 == 0
                for w in self.tfp_windows + self.motion_windows + self.motion_isi):
             raise ValueError("tfp_windows, motion_windows and motion_isi must be odd and "
@@ -485,6 +492,28 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
                          nn.Conv2d(cout, cout, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True))
 
 
+class Refine(nn.Module):
+    """Full-resolution refinement ``(N, C + w0 + 1, H, W) -> (N, 1, H, W)``: a 1x1 mixing of
+    the input features, the U-Net's last features and its output, 3x3 layers of ``widths``,
+    and a correction that starts at zero (so a grown network starts as the one it grew from).
+    The U-Net has only two convolutions at full resolution on each side; pixel-scale detail
+    (dense texture) is where its error exceeds the lite network's.
+    """
+
+    def __init__(self, cin: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(cin, widths[0], 1), nn.LeakyReLU(0.1, True)]
+        for a, b in zip(widths, widths[1:] + widths[-1:], strict=True):
+            layers += [nn.Conv2d(a, b, 3, 1, 1), nn.LeakyReLU(0.1, True)]
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(widths[-1], 1, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))
+
+
 class ATSNet(nn.Module):
     """U-Net on :func:`window_features`: ``(N, C, H, W)`` -> normalised rate ``(N, 1, H, W)``.
 
@@ -519,13 +548,18 @@ class ATSNet(nn.Module):
             with torch.no_grad():
                 self.select.bias.zero_()
                 self.select.bias[self.base_channel] = SELECT_BIAS
+        self.refine: Refine | None = None
+        if cfg.refine:
+            self.refine = Refine(cfg.channels + w[0] + 1, cfg.refine)
 
     @property
     def multiple(self) -> int:
         """Height and width must be multiples of this (padding is the caller's)."""
         return 2 ** (len(self.config.widths) - 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def unet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output before :class:`Refine` ``(N, 1, H, W)`` and the U-Net's last features
+        ``(N, widths[0], H, W)``, which the refinement reads."""
         skips = [self.inc(x)]
         for down in self.down:
             skips.append(down(skips[-1]))
@@ -535,10 +569,16 @@ class ATSNet(nn.Module):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = up(torch.cat([y, skip], 1))
         if self.select is None:
-            return x[:, self.base_channel:self.base_channel + 1] + self.head(y)
+            return x[:, self.base_channel:self.base_channel + 1] + self.head(y), y
         weights = torch.softmax(self.select(y).float(), 1)
         base = (weights * x[:, :self.config.estimates].float()).sum(1, keepdim=True)
-        return base + self.head(y)
+        return base + self.head(y), y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, y = self.unet(x)
+        if self.refine is not None:
+            out = out + self.refine(torch.cat([x, y, out.to(y.dtype)], 1))
+        return out
 
 
 def pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -331,3 +331,36 @@ def test_motion_sides_are_checked_and_sample_each_side_along_its_own_velocity() 
     x, _ = window_features(still, cfg)
     y, _ = window_features(still, plain)
     assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_refine_starts_as_the_network_it_grows_and_learns_a_correction(tmp_path) -> None:
+    cfg = ATSNetConfig(widths=(4, 8), mixture=True)
+    base = ATSNet(cfg).eval()
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    grown = ATSNet(ATSNetConfig(widths=(4, 8), mixture=True, refine=(6, 5))).eval()
+    missing, unexpected = grown.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refine.") for k in missing)
+    win = (torch.rand(1, 2 * cfg.radius + 1, 12, 16) < 0.2).to(torch.uint8)
+    with torch.inference_mode():
+        before, after = predict(base, win), predict(grown, win)
+    assert torch.equal(before, after)  # the correction starts at zero
+    # One gradient step on the refinement alone moves the output, and only through it.
+    x, _ = window_features(win, grown.config)
+    loss = (grown(x) - 0.5).pow(2).mean()
+    loss.backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0
+               for p in grown.refine.out.parameters())
+    with torch.no_grad():
+        grown.refine.out.weight.add_(0.05 * torch.randn_like(grown.refine.out.weight))
+    with torch.inference_mode():
+        moved = predict(grown, win)
+    assert float((moved - before).abs().max()) > 1e-4
+    path = save_atsnet(grown, tmp_path / "r.pt")
+    loaded, info = load_atsnet(str(path))
+    assert info["config"]["refine"] == [6, 5]
+    with torch.inference_mode():
+        assert torch.allclose(predict(loaded, win), moved, atol=1e-6)
+    with pytest.raises(ValueError, match="refine"):
+        ATSNetConfig(refine=(4, 0))
