@@ -23,7 +23,14 @@ import time
 import torch
 
 from spkrecon.models.atsnet import ATSNet, ATSNetConfig, load_atsnet, save_atsnet, window_features
-from spkrecon.train.atsnet import ATSTrainConfig, augment, load_images, make_batch, training_clips
+from spkrecon.train.atsnet import (
+    ATSTrainConfig,
+    augment,
+    load_images,
+    make_batch,
+    training_clips,
+    training_loss,
+)
 
 
 def cache(a: argparse.Namespace) -> None:
@@ -55,7 +62,7 @@ def fit(a: argparse.Namespace) -> None:
     cfg = ATSNetConfig.from_dict({**base.config.to_dict(), "refine": list(a.widths)})
     model = ATSNet(cfg)
     model.load_state_dict(base.state_dict(), strict=False)
-    data = torch.cat([torch.load(f) for f in sorted(glob.glob(a.data))])
+    data = torch.cat([torch.load(f, weights_only=True) for f in sorted(glob.glob(a.data))])
     g = torch.Generator().manual_seed(1)
     perm = torch.randperm(data.shape[0], generator=g)
     nval = max(1, min(data.shape[0] // 2, max(16, data.shape[0] // 20)))
@@ -68,10 +75,10 @@ def fit(a: argparse.Namespace) -> None:
     def run(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = b.float()
         x, y, o, t = b[:, :c], b[:, c:c + cfg.widths[0]], b[:, -2:-1], b[:, -1]
-        return (o + head(torch.cat([x, y, o], 1)))[:, 0], o[:, 0], t
+        return model.refined(x, y, o)[:, 0], o[:, 0], t
 
-    def logmse(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.log10(((p - t) ** 2).mean(dim=(-2, -1)) + 1e-5)
+    def val_loss(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> float:  # mean per patch
+        return sum(float(training_loss(p, t, "logmse")) * len(p) for p, t in parts) / nval
 
     log, t0, running = open(a.out + ".log", "a"), time.time(), 0.0
     for step in range(1, a.steps + 1):
@@ -81,7 +88,7 @@ def fit(a: argparse.Namespace) -> None:
         idx = torch.randint(tr.shape[0], (16,), generator=g)
         oy, ox = (int(v) for v in torch.randint(33, (2,), generator=g))
         p, _, t = run(tr[idx][:, :, oy:oy + 64, ox:ox + 64])
-        loss = logmse(p, t).mean()
+        loss = training_loss(p, t, "logmse")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -95,8 +102,8 @@ def fit(a: argparse.Namespace) -> None:
             head.load_state_dict(ema)
             with torch.no_grad():
                 parts = [run(val[i:i + 32]) for i in range(0, nval, 32)]
-            vl = float(torch.cat([logmse(p, t) for p, _, t in parts]).mean())
-            v0 = float(torch.cat([logmse(o, t) for _, o, t in parts]).mean())
+            vl = val_loss([(p, t) for p, _, t in parts])
+            v0 = val_loss([(o, t) for _, o, t in parts])
             rec = {"step": step, "minutes": round((time.time() - t0) / 60, 2),
                    "loss": round(running / a.every, 5), "val": round(vl, 5),
                    "val_base": round(v0, 5), "gain_db": round(10 * (v0 - vl), 4)}

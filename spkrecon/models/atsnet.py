@@ -574,11 +574,16 @@ class ATSNet(nn.Module):
         base = (weights * x[:, :self.config.estimates].float()).sum(1, keepdim=True)
         return base + self.head(y), y
 
+    def refined(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out`` with :class:`Refine`'s correction added (``out`` itself without one), from
+        the inputs ``x`` and :meth:`unet`'s ``(out, y)``."""
+        if self.refine is None:
+            return out
+        return out + self.refine(torch.cat([x, y, out.to(y.dtype)], 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, y = self.unet(x)
-        if self.refine is not None:
-            out = out + self.refine(torch.cat([x, y, out.to(y.dtype)], 1))
-        return out
+        return self.refined(x, y, out)
 
 
 def pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
