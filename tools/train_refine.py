@@ -3,7 +3,8 @@
 Two steps, because the frozen network's features and outputs do not change while the head
 learns: ``cache`` simulates training batches (the trainer's ``make_batch``: photos, video
 clips, mosaics, turns) and stores each patch's input features, the U-Net's last features,
-its output and the truth (fp16, 1.25 MB per 96x96 patch); ``fit`` trains only the head on
+its output (averaged over ``--flips`` mirror images, as :func:`predict` runs it) and the
+truth (fp16, 1.25 MB per 96x96 patch); ``fit`` trains only the head on
 them, about 40x faster per step than simulating. Held-out suite images and clips are never
 used. Experimental: the shipped weights have no head (see docs/atsnet.md).
 
@@ -22,7 +23,14 @@ import time
 
 import torch
 
-from spkrecon.models.atsnet import ATSNet, ATSNetConfig, load_atsnet, save_atsnet, window_features
+from spkrecon.models.atsnet import (
+    ATSNet,
+    ATSNetConfig,
+    load_atsnet,
+    mirrored,
+    save_atsnet,
+    window_features,
+)
 from spkrecon.train.atsnet import (
     ATSTrainConfig,
     augment,
@@ -48,7 +56,7 @@ def cache(a: argparse.Namespace) -> None:
         for i in range(a.batches):
             win, truth = augment(*make_batch(images, cfg, net, g, clips=clips), g)
             x, s = window_features(win, net)
-            o, y = model.unet(x)
+            o, y = mirrored(model, x, a.flips)
             rows.append(torch.cat([x, y, o, (truth / s[:, 0])[:, None]], 1).half())
             if len(rows) == 50 or i == a.batches - 1:
                 torch.save(torch.cat(rows), f"{a.out}.{i // 50}.pt")
@@ -123,6 +131,8 @@ def main() -> None:
     c.add_argument("--seed", type=int, required=True)
     c.add_argument("--batches", type=int, default=300)
     c.add_argument("--out", required=True)
+    c.add_argument("--flips", type=int, default=2,
+                   help="mirror images the U-Net averages (as predict does; the head runs once)")
     c.add_argument("--images", nargs="+", default=["../shared/data/images/train"])
     c.add_argument("--videos", nargs="*", default=["../shared/data/videos"])
     f = sub.add_parser("fit")

@@ -11,6 +11,7 @@ from spkrecon.models.atsnet import (  # noqa: E402
     ATSNet,
     ATSNetConfig,
     load_atsnet,
+    mirrored,
     predict,
     save_atsnet,
     window_features,
@@ -364,3 +365,30 @@ def test_refine_starts_as_the_network_it_grows_and_learns_a_correction(tmp_path)
         assert torch.allclose(predict(loaded, win), moved, atol=1e-6)
     with pytest.raises(ValueError, match="refine"):
         ATSNetConfig(refine=(4, 0))
+
+
+def test_mirrored_average_is_mirror_equivariant_and_the_head_runs_once_on_it() -> None:
+    torch.manual_seed(3)
+    cfg = ATSNetConfig(widths=(4, 8), mixture=True, refine=(6,))
+    model = ATSNet(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    win = (torch.rand(1, 2 * cfg.radius + 1, 12, 18) < 0.2).to(torch.uint8)
+    x, s = window_features(win, cfg)
+    xm, _ = window_features(win.flip(-1), cfg)
+    with torch.inference_mode():
+        out, y = mirrored(model, x, 2)
+        out_m, y_m = mirrored(model, xm, 2)
+        single, _ = mirrored(model, x, 1)
+        # The mean over {identity, left-right} of a window is that of its mirror image, mirrored.
+        assert torch.allclose(out_m.flip(-1), out, atol=1e-5)
+        assert torch.allclose(y_m.flip(-1), y, atol=1e-5)
+        assert float((single - out).abs().max()) > 1e-4  # the mirror image does differ
+        calls: list[int] = []
+        hook = model.refine.register_forward_hook(lambda *_: calls.append(1))
+        rates = predict(model, win, 2)
+        hook.remove()
+    assert len(calls) == 1
+    expected = (model.refined(x, y, out)[:, 0] * s[:, 0]).clamp(0, 1)
+    assert torch.allclose(rates, expected, atol=1e-6)
