@@ -56,7 +56,7 @@ def cache(a: argparse.Namespace) -> None:
         for i in range(a.batches):
             win, truth = augment(*make_batch(images, cfg, net, g, clips=clips), g)
             x, s = window_features(win, net)
-            o, y = mirrored(model, x, a.flips)
+            o, y = mirrored(model, x, a.flips, keep=True)  # the frozen net has no head
             rows.append(torch.cat([x, y, o, (truth / s[:, 0])[:, None]], 1).half())
             if len(rows) == 50 or i == a.batches - 1:
                 torch.save(torch.cat(rows), f"{a.out}.{i // 50}.pt")

@@ -606,7 +606,7 @@ FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {
 _VELOCITY = {-1: "vx", -2: "vy"}
 
 
-def mirrored(model: ATSNet, x: torch.Tensor, flips: int = 1
+def mirrored(model: ATSNet, x: torch.Tensor, flips: int = 1, keep: bool | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`ATSNet.unet` averaged over the mirror images of ``FLIPS[flips]``: the output
     ``(N, 1, H, W)`` and the last features ``(N, widths[0], H, W)`` of features ``x``
@@ -615,10 +615,13 @@ def mirrored(model: ATSNet, x: torch.Tensor, flips: int = 1
     The features of a mirrored window are the mirrored features (with the velocity's
     component negated), so only the U-Net runs again; its errors differ between mirror
     images and partly average out. :class:`Refine` then runs once, on the averages.
+    ``keep``: whether to average the features (default: only when the model has a head;
+    otherwise they come back with 0 channels). A cache for training a head needs them.
     """
     if flips not in FLIPS:
         raise ValueError(f"flips must be one of {sorted(FLIPS)}, got {flips}")
     names = model.config.channel_names
+    keep = model.refine is not None if keep is None else keep
     out: torch.Tensor | None = None
     feats: torch.Tensor | None = None
     # One U-Net call per mirror image, channels-last: on a CPU a batch of two measured 2.7x
@@ -633,10 +636,10 @@ def mirrored(model: ATSNet, x: torch.Tensor, flips: int = 1
         if dims:
             o, y = o.flip(dims), y.flip(dims)
         if out is None or feats is None:
-            out, feats = o, (y if model.refine is not None else y[:, :0])
+            out, feats = o, (y if keep else y[:, :0])
         else:
             out.add_(o)
-            if model.refine is not None:
+            if keep:
                 feats = feats + y
     assert out is not None and feats is not None
     n = len(FLIPS[flips])

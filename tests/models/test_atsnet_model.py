@@ -392,3 +392,20 @@ def test_mirrored_average_is_mirror_equivariant_and_the_head_runs_once_on_it() -
     assert len(calls) == 1
     expected = (model.refined(x, y, out)[:, 0] * s[:, 0]).clamp(0, 1)
     assert torch.allclose(rates, expected, atol=1e-6)
+
+
+def test_mirrored_keeps_the_features_of_a_network_without_a_head_when_asked() -> None:
+    # tools/train_refine.py caches a head's inputs from the shipped network, which has none.
+    cfg = ATSNetConfig(widths=(4, 8), mixture=True)
+    model = ATSNet(cfg).eval()
+    win = (torch.rand(1, 2 * cfg.radius + 1, 12, 18) < 0.2).to(torch.uint8)
+    x, _ = window_features(win, cfg)
+    with torch.inference_mode():
+        _, dropped = mirrored(model, x, 2)
+        out, kept = mirrored(model, x, 2, keep=True)
+        _, single = mirrored(model, x, 1, keep=True)
+    assert dropped.shape[1] == 0
+    assert kept.shape == (1, cfg.widths[0], 12, 18)
+    assert float(kept.abs().max()) > 0
+    assert float((kept - single).abs().max()) > 1e-6  # averaged over the mirror image
+    assert out.shape == (1, 1, 12, 18)
