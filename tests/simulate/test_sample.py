@@ -57,7 +57,7 @@ def test_bundled_sample_hash() -> None:
 
 
 @pytest.mark.slow
-def test_make_sample_reproduces_the_bundled_files_exactly(tmp_path: Path) -> None:
+def test_make_sample_reproduces_the_bundled_files(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("make_sample", TOOLS / "make_sample.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
@@ -66,8 +66,16 @@ def test_make_sample_reproduces_the_bundled_files_exactly(tmp_path: Path) -> Non
         dat, _ = tool.build(tmp_path)
     finally:
         torch.set_num_threads(old)
-    assert hashlib.sha256(dat.read_bytes()).hexdigest() == SAMPLE_SHA256
-    assert tool.same_sample(sample_path().parent, tmp_path)
+    made = np.unpackbits(np.fromfile(dat, np.uint8))
+    bundled = np.unpackbits(np.fromfile(sample_path(), np.uint8))
+    # Byte for byte on the CPUs the sample was made and checked on; on an AVX-512 Xeon
+    # (2026-12-03) 4 of the 24,000,000 bits differed (steps 106-107 and 135-136, threshold
+    # crossings): some op on the light's path is not exactly rounded on every vector width.
+    # Allow that much, never a different recording (docs/simulator.md, CHANGELOG).
+    assert made.shape == bundled.shape
+    assert int((made != bundled).sum()) <= 24  # one in a million
+    assert np.array_equal(iio.imread(sample_path().with_name("sample_gt.png")),
+                          iio.imread(tmp_path / "sample_gt.png"))
 
 
 def test_bitmap_font() -> None:
