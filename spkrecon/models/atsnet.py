@@ -635,15 +635,14 @@ def mirrored(model: ATSNet, x: torch.Tensor, flips: int = 1, keep: bool | None =
         o, y = o[..., :h, :w].float(), y[..., :h, :w]
         if dims:
             o, y = o.flip(dims), y.flip(dims)
-        if out is None or feats is None:
-            out, feats = o, (y if keep else y[:, :0])
-        else:
-            out.add_(o)
-            if keep:
-                feats = feats + y
-    assert out is not None and feats is not None
+        out = o if out is None else out.add_(o)
+        if keep:
+            feats = y if feats is None else feats.add_(y)
+    assert out is not None
     n = len(FLIPS[flips])
-    return (out / n, feats / n) if n > 1 else (out, feats)
+    if feats is None:
+        return out / n, out.new_empty((out.shape[0], 0, *out.shape[2:]))
+    return out / n, feats / n
 
 
 def predict(model: ATSNet, win: torch.Tensor | None, flips: int = 1,
