@@ -15,7 +15,8 @@ width, any thread count). ``--check`` compares the ``.dat`` bytes and the PNG's 
 PNG file's compressed bytes depend on the zlib build of the image library, not on us).
 Not quite every CPU: on an AVX-512 Xeon 4 of the 24,000,000 spike bits came out flipped
 (threshold crossings at steps 106-107 and 135-136; the PNG identical), the same under torch's
-default, AVX2 and AVX-512 kernels, so the cause lies below torch's ISA dispatch, not found yet; ``--check`` reports that as DIFFERS.
+default, AVX2 and AVX-512 kernels, so the cause lies below torch's ISA dispatch (not found
+yet); ``--check`` reports that as DIFFERS.
 """
 
 from __future__ import annotations
