@@ -177,7 +177,8 @@ Params = Annotated[list[str] | None, typer.Option(
     "over --window/--alpha...), checked against the method's parameter types.",
     rich_help_panel="Method")]
 Weights = Annotated[str | None, typer.Option(
-    "--weights", help="Network weights: a file or a name (see 'spkrecon weights list').",
+    "--weights", help="Network weights: a file or a name (see 'spkrecon weights list'); "
+    "with --method auto, the network they are for runs.",
     rich_help_panel="Method")]
 Device = Annotated[str | None, typer.Option(
     "--device", help="auto, cpu or cuda[:N] (network methods).", rich_help_panel="Method")]

@@ -1,6 +1,7 @@
 """``--method auto``: the best reconstructor this machine can run.
 
-0. ``spk2imgnet`` with the weights the user gave (``--weights``), if any;
+0. the network the weights the user gave (``--weights``) are for, if any (``atsnet`` or
+   ``spk2imgnet``, from the file's ``arch``);
 1. ``spk2imgnet`` with the full weights, when a CUDA GPU and those weights are present;
 2. else spkrecon's ATSNet (method ``atsnet``), when its weights are present;
 3. else the older CPU model (method ``spk2imgnet-lite``, or ``spk2imgnet`` with the
@@ -16,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from spkrecon.models.weights import DEFAULT_NAME, LITE_NAME, find_weights
+from spkrecon.models.weights import ARCHES, DEFAULT_NAME, LITE_NAME, find_weights
 
 #: spkrecon's own CPU network (``weights/atsnet.pt``).
 ATS_NAME = "atsnet"
@@ -39,6 +40,20 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _weights_arch(weights: str) -> str | None:
+    """The ``arch`` a weights file names, or None where it cannot be read.
+
+    The method that runs the file then reports what is wrong with it.
+    """
+    from spkrecon.errors import SpkreconError
+    from spkrecon.models.weights import load_checkpoint, resolve_weights
+
+    try:
+        return load_checkpoint(resolve_weights(weights)).arch
+    except (SpkreconError, OSError):
+        return None
+
+
 def choose_auto(weights: str | None = None) -> tuple[str, dict[str, Any], str]:
     """``(method name, parameters, reason)`` for ``--method auto``.
 
@@ -47,7 +62,9 @@ def choose_auto(weights: str | None = None) -> tuple[str, dict[str, Any], str]:
     if not _has_torch():
         return "tfp", {}, "PyTorch/torchvision are not installed, so no network can run"
     if weights is not None:
-        return "spk2imgnet", {"weights": weights}, f"--weights {weights} was given"
+        arch = _weights_arch(weights)
+        name = arch if arch in ARCHES else "spk2imgnet"
+        return name, {"weights": weights}, f"--weights {weights} was given ({name} weights)"
     full = find_weights(DEFAULT_NAME)
     lite = find_weights(LITE_NAME)
     gpu = full is not None and _cuda_available()

@@ -102,6 +102,33 @@ def test_auto_prefers_atsnet_over_the_lite_network_without_full_weights(
     assert method.name == "atsnet" and "using atsnet" in (said or "")
 
 
+def test_auto_runs_atsnet_weights_given_with_weights(tiny_weights: str) -> None:
+    """``--weights`` with an ATSNet file picks atsnet (it used to pick spk2imgnet and fail)."""
+    from spkrecon.methods import build
+    from spkrecon.methods.auto import choose_auto
+
+    name, params, why = choose_auto(weights=tiny_weights)
+    assert (name, params) == ("atsnet", {"weights": tiny_weights}) and "--weights" in why
+    method, said = build("auto", weights=tiny_weights)
+    assert method.name == "atsnet" and "using atsnet" in (said or "")
+
+
+def test_cli_video_with_atsnet_weights_and_no_method(tiny_weights: str, tmp_path) -> None:
+    import imageio_ffmpeg
+    from typer.testing import CliRunner
+
+    from spkrecon.cli.app import app
+    from spkrecon.io import write_dat
+
+    dat, out = tmp_path / "r.dat", tmp_path / "r.mp4"
+    write_dat(dat, _spikes(t=120, h=16, w=24))
+    res = CliRunner().invoke(app, ["video", str(dat), "--height", "16", "--width", "24",
+                                   "--weights", tiny_weights, "-o", str(out), "--stride", "20"])
+    assert res.exit_code == 0, res.output
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(out))
+    assert "using atsnet" in res.output and frames == 6
+
+
 def test_flips_average_the_network_over_mirror_images(tiny_weights: str) -> None:
     from spkrecon.models.atsnet import pad_to, window_features
 
