@@ -183,7 +183,8 @@ Weights = Annotated[str | None, typer.Option(
 Device = Annotated[str | None, typer.Option(
     "--device", help="auto, cpu or cuda[:N] (network methods).", rich_help_panel="Method")]
 Precision = Annotated[str | None, typer.Option(
-    "--precision", help="fp32, bf16 or fp16 (network methods).", rich_help_panel="Method")]
+    "--precision", help="auto, fp32, bf16 or fp16 (network methods; auto, atsnet's "
+    "default: bf16 on a CPU with AMX, else fp32).", rich_help_panel="Method")]
 Tonemap = Annotated[str, typer.Option(
     "--tonemap", help="auto (robust auto-exposure, real recordings), alpha (divide by alpha: "
     "simulated data) or linear.", rich_help_panel="Display")]

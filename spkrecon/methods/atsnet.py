@@ -45,14 +45,14 @@ class ATSNetMethod(Reconstructor):
     batch_frames: ClassVar[int] = 64
 
     def __init__(self, weights: str | None = None, device: str = "auto",
-                 precision: str = "fp32", batch_size: int = 1, alpha: float = 0.6,
+                 precision: str = "auto", batch_size: int = 1, alpha: float = 0.6,
                  flips: Literal[1, 2, 4] = DEFAULT_FLIPS) -> None:
         super().__init__(alpha)
         try:
             import torch
         except ImportError:
             raise SpkreconError("atsnet needs PyTorch", "install it (pip install torch)") from None
-        from spkrecon.methods.spk2imgnet import check_precision, resolve_device
+        from spkrecon.methods.spk2imgnet import check_precision, resolve_device, resolve_precision
         from spkrecon.models.atsnet import FLIPS, NAME, load_atsnet
 
         if int(batch_size) < 1:
@@ -67,7 +67,7 @@ class ATSNetMethod(Reconstructor):
         self.weights = str(info["path"])
         self.weights_alpha = float(info.get("alpha", 0.6))
         self.device = str(dev)
-        self.precision = precision
+        self.precision = resolve_precision(precision, dev)
         self.batch_size = int(batch_size)
         self.flips = int(flips)
         # channels-last: see predict()
@@ -116,13 +116,16 @@ class ATSNetMethod(Reconstructor):
             frames = data[torch.from_numpy(reflect_index(np.arange(start, stop), t))]
         autocast: Any = contextlib.nullcontext() if self._dtype is None else torch.autocast(
             self._dev.type, dtype=self._dtype)
-        with torch.inference_mode(), autocast:
+        # Only the network runs in reduced precision: the features (counts, intervals, the
+        # motion estimate) stay fp32; they gain nothing from bf16 and the motion would lose.
+        with torch.inference_mode():
             features = ChunkFeatures(frames.to(self._dev), centers - start, self.config)
             for i in range(0, len(centers), self.batch_size):
                 part = [features(int(c) - start) for c in centers[i:i + self.batch_size]]
                 x, s = (part[0] if len(part) == 1 else
                         (torch.cat([p[0] for p in part]), torch.cat([p[1] for p in part])))
-                rates = predict(self.model, None, self.flips, features=(x, s))
+                with autocast:
+                    rates = predict(self.model, None, self.flips, features=(x, s))
                 out[i:i + len(part)] = rates.float().cpu().numpy()
         return out
 

@@ -38,7 +38,28 @@ from spkrecon.errors import DeviceError, ParameterError, SpkreconError
 from spkrecon.io.source import ArraySource, SpikeSource
 from spkrecon.methods.base import Reconstructor
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX-BF16).
+
+    Elsewhere CPU autocast to bf16 is emulated and slower than fp32.
+    """
+    import torch
+
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported())
+    except (AttributeError, RuntimeError):  # private API: absent or changed in this torch
+        return False
+
+
+def resolve_precision(precision: str, device: Any) -> str:
+    """``auto`` -> ``bf16`` on a CPU with native bf16 (:func:`cpu_native_bf16`), else
+    ``fp32``; any other precision is returned as it is."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_native_bf16() else "fp32"
 
 
 def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
@@ -82,6 +103,7 @@ def check_precision(precision: str, device: Any) -> Any:
     if precision not in PRECISIONS:
         raise ParameterError(f"unknown precision {precision!r}",
                              f"use one of {', '.join(PRECISIONS)}")
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return None
     if device.type == "cpu":
@@ -129,7 +151,7 @@ class Spk2ImgNet(Reconstructor):
         self.weights = str(ckpt.path)
         self.weights_alpha = ckpt.alpha
         self.device = str(dev)
-        self.precision = precision
+        self.precision = resolve_precision(precision, dev)
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
         self.batch_size = int(batch_size)
