@@ -64,6 +64,11 @@ def cache(a: argparse.Namespace) -> None:
                 print(i + 1, "batches", round(time.time() - t0, 1), "s", flush=True)
 
 
+def _log_mse(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``log10`` of each patch's MSE ``(N,)``, as ``training_loss(..., "logmse")`` averages."""
+    return torch.log10(((p - t) ** 2).flatten(1).mean(1) + 1e-5)
+
+
 def fit(a: argparse.Namespace) -> None:
     torch.manual_seed(0)
     base, _ = load_atsnet(a.weights)
@@ -95,8 +100,11 @@ def fit(a: argparse.Namespace) -> None:
             group["lr"] = lr
         idx = torch.randint(tr.shape[0], (16,), generator=g)
         oy, ox = (int(v) for v in torch.randint(33, (2,), generator=g))
-        p, _, t = run(tr[idx][:, :, oy:oy + 64, ox:ox + 64])
+        p, o, t = run(tr[idx][:, :, oy:oy + 64, ox:ox + 64])
         loss = training_loss(p, t, "logmse")
+        if a.harm:  # patches the head makes worse than the frozen network count 1 + harm times
+            worse = _log_mse(p, t) - _log_mse(o, t)
+            loss = loss + a.harm * worse.clamp(min=0).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -140,6 +148,8 @@ def main() -> None:
     f.add_argument("--steps", type=int, default=12000)
     f.add_argument("--lr", type=float, default=2e-3)
     f.add_argument("--every", type=int, default=3000)
+    f.add_argument("--harm", type=float, default=0.0,
+                   help="extra weight on patches the head makes worse (0: plain logmse)")
     f.add_argument("--data", default="scratch/refine/data/*.pt")
     f.add_argument("--out", required=True)
     for p in (c, f):

@@ -125,6 +125,10 @@ class ATSTrainConfig:
     video_share: float = 0.0
     video_spf_min: float = 8.0
     video_spf_max: float = 60.0
+    #: ``fp32`` or ``bf16``: the network's forward pass under bf16 autocast (the features,
+    #: the loss and validation stay fp32). On a CPU with AMX the forward and backward pass
+    #: of a batch of 8 96x96 patches took 0.54 s against 0.95 s in fp32.
+    precision: str = "fp32"
 
 
 class FastMotionScene(MotionScene):
@@ -413,7 +417,7 @@ def val_cache_path(digest: str) -> Path:
 _NOT_DATA = ("out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
              "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed",
              "model", "init", "reinit", "select_lr", "loss", "mosaic_prob",
-             "turn_prob", "turn_max")
+             "turn_prob", "turn_max", "precision")
 #: ... and of those, the ones that only concern the video clips (or only the photos).
 _VIDEO_ONLY = ("videos", "video_share", "video_spf_min", "video_spf_max")
 
@@ -624,6 +628,9 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
 
     torch.set_num_threads(max(1, cfg.threads))
     _check_loss(cfg.loss)  # before any work, not at the first step
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {cfg.precision!r}: use fp32 or bf16")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     net_cfg = ATSNetConfig.from_dict(cfg.model) if cfg.model else ATSNetConfig()
@@ -719,7 +726,8 @@ def train(cfg: ATSTrainConfig) -> dict[str, Any]:
         feats, s = window_features(x, net_cfg)
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg) * group.get("scale", 1.0)
-        pred = model(feats)[:, 0]
+        with autocast:
+            pred = model(feats)[:, 0].float()
         target = y / s[:, 0]
         loss = training_loss(pred, target, cfg.loss)
         opt.zero_grad(set_to_none=True)

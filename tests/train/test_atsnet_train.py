@@ -65,6 +65,28 @@ def test_trains_checkpoints_and_resumes(images: Path, tmp_path: Path,
     assert steps and min(steps) > 4 and steps[-1] == 6  # went on, did not start again
 
 
+@pytest.mark.slow
+def test_bf16_trains_the_network_under_autocast(images: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                torch_one_thread) -> None:
+    from dataclasses import replace
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = replace(_config(images, tmp_path / precision, steps=4), precision=precision)
+        torch.manual_seed(0)  # the network's initial weights
+        scores = T.train(cfg)
+        assert all(np.isfinite(v) for v in scores.values())
+        runs[precision] = torch.load(tmp_path / precision / "last.pt", weights_only=True)["model"]
+    # The same seed, data and steps: only the forward pass's precision differs.
+    diff = max(float((runs["fp32"][k] - runs["bf16"][k]).abs().max()) for k in runs["fp32"])
+    assert 0 < diff < 0.05
+    with pytest.raises(ValueError, match="unknown precision"):
+        T.train(replace(_config(images, tmp_path / "x", steps=1), precision="fp16"))
+    assert not (tmp_path / "x" / "last.pt").exists()
+
+
 def test_training_images_exclude_the_suites_held_out_ones(images: Path) -> None:
     train = T.load_images([str(images)], 800, holdout=False)
     held = T.load_images([str(images)], 800, holdout=True)
