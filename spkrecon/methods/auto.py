@@ -9,7 +9,8 @@
 4. else TFP.
 
 Cheap when torch or the weights are absent: weights are looked up as files first, and torch
-is imported (to ask for CUDA) only when the full weights exist.
+is imported only when the full weights exist (to ask for CUDA) or ``--weights`` was given (to
+read the file's ``arch``).
 """
 
 from __future__ import annotations
