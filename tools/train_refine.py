@@ -36,6 +36,7 @@ from spkrecon.train.atsnet import (
     augment,
     load_images,
     make_batch,
+    patch_log_mse,
     training_clips,
     training_loss,
 )
@@ -62,11 +63,6 @@ def cache(a: argparse.Namespace) -> None:
                 torch.save(torch.cat(rows), f"{a.out}.{i // 50}.pt")
                 rows = []
                 print(i + 1, "batches", round(time.time() - t0, 1), "s", flush=True)
-
-
-def _log_mse(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``log10`` of each patch's MSE ``(N,)``, as ``training_loss(..., "logmse")`` averages."""
-    return torch.log10(((p - t) ** 2).flatten(1).mean(1) + 1e-5)
 
 
 def fit(a: argparse.Namespace) -> None:
@@ -104,7 +100,7 @@ def fit(a: argparse.Namespace) -> None:
         p, o, t = run(tr[idx][:, :, oy:oy + 64, ox:ox + 64])
         loss = training_loss(p, t, "logmse")
         if a.harm:  # patches the head makes worse than the frozen network count 1 + harm times
-            worse = _log_mse(p, t) - _log_mse(o, t)
+            worse = patch_log_mse(p, t) - patch_log_mse(o, t)
             loss = loss + a.harm * worse.clamp(min=0).mean()
         opt.zero_grad()
         loss.backward()

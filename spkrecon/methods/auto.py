@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from spkrecon.models.weights import ARCHES, DEFAULT_NAME, LITE_NAME, find_weights
+from spkrecon.models.weights import DEFAULT_NAME, LITE_NAME, find_weights
 
 #: spkrecon's own CPU network (``weights/atsnet.pt``).
 ATS_NAME = "atsnet"
@@ -63,8 +63,7 @@ def choose_auto(weights: str | None = None) -> tuple[str, dict[str, Any], str]:
     if not _has_torch():
         return "tfp", {}, "PyTorch/torchvision are not installed, so no network can run"
     if weights is not None:
-        arch = _weights_arch(weights)
-        name = arch if arch in ARCHES else "spk2imgnet"
+        name = _weights_arch(weights) or "spk2imgnet"
         return name, {"weights": weights}, f"--weights {weights} was given ({name} weights)"
     full = find_weights(DEFAULT_NAME)
     lite = find_weights(LITE_NAME)

@@ -139,7 +139,8 @@ class Spk2ImgNet(Reconstructor):
         from spkrecon.models.weights import load_model
 
         dev = resolve_device(device)
-        self._dtype = check_precision(precision, dev)
+        self.precision = resolve_precision(precision, dev)
+        self._dtype = check_precision(self.precision, dev)
         if batch_size is None:
             batch_size = 4 if dev.type == "cuda" else 1
         if int(batch_size) < 1:
@@ -151,7 +152,6 @@ class Spk2ImgNet(Reconstructor):
         self.weights = str(ckpt.path)
         self.weights_alpha = ckpt.alpha
         self.device = str(dev)
-        self.precision = resolve_precision(precision, dev)
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
         self.batch_size = int(batch_size)

@@ -336,13 +336,17 @@ def _expose(scene: Scene, plain: torch.Tensor, cfg: ATSTrainConfig, net: ATSNetC
 LOSSES = ("charbonnier", "logmse")
 
 
+def patch_log_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``log10`` of each patch's MSE ``(B,)`` for ``(B, P, P)`` (floored at 1e-5)."""
+    return torch.log10(((pred - target) ** 2).mean(dim=(-2, -1)) + 1e-5)
+
+
 def training_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "charbonnier"
                   ) -> torch.Tensor:
     """Loss of normalised rates ``pred`` and ``target`` ``(B, P, P)``."""
     _check_loss(kind)
     if kind == "logmse":
-        mse = ((pred - target) ** 2).mean(dim=(-2, -1))
-        return torch.log10(mse + 1e-5).mean()
+        return patch_log_mse(pred, target).mean()
     return torch.sqrt((pred - target) ** 2 + 1e-6).mean()
 
 

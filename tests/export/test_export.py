@@ -9,7 +9,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from spkrecon.errors import OutputError, ParameterError
+from spkrecon.errors import OutputError
 from spkrecon.export import NpyStackWriter, PngFolderWriter, VideoWriter, atomic_file
 
 
