@@ -46,7 +46,7 @@ from spkrecon.simulate.motion import (
 )
 from spkrecon.simulate.noise import NoiseModel
 from spkrecon.simulate.scenes import GainScene, Scene, load_grey
-from spkrecon.train.clips import FlowClips, split_clips
+from spkrecon.train.clips import FlowClips, key_shift, split_clips
 
 
 @dataclass
@@ -125,6 +125,10 @@ class ATSTrainConfig:
     video_share: float = 0.0
     video_spf_min: float = 8.0
     video_spf_max: float = 60.0
+    #: Share of the video batches whose key instant is an original video frame (the
+    #: REDS construction: a sharp original as the truth, flow-interpolated, softer light
+    #: around it); the others fall anywhere between frames.
+    video_key_original: float = 0.0
     #: ``fp32`` or ``bf16``: the network's forward pass under bf16 autocast (the features,
     #: the loss and validation stay fp32). On a CPU with AMX the forward and backward pass
     #: of a batch of 8 96x96 patches took 0.54 s against 0.95 s in fp32.
@@ -254,14 +258,15 @@ def _turns(vel: torch.Tensor, share: float, g: torch.Generator) -> torch.Tensor:
 
 def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfig,
                g: torch.Generator, *, speed: float | None = None, rate: float | None = None,
-               clips: FlowClips | None = None, spf: float | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               clips: FlowClips | None = None, spf: float | None = None,
+               key_original: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Spike windows ``(B, T, P, P)`` uint8 and true rates ``(B, P, P)`` at the middle frame.
 
     ``speed`` / ``rate`` fix the camera speed and the mean rate (validation; ``rate=0``: the
     image's own light); by default they are drawn from the configured distributions. With
     ``clips``, ``video_share`` of the batches (all of them with ``spf`` given: readout steps
-    per video frame) are crops of video clips instead.
+    per video frame) are crops of video clips instead, with the key instant on an original
+    video frame for ``video_key_original`` of them (always or never with ``key_original``).
     """
     b, p = cfg.batch, cfg.patch
     r = net.radius
@@ -271,7 +276,10 @@ def make_batch(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNetConfi
         if spf is None:
             spf = math.exp(float(_u(g, (), math.log(cfg.video_spf_min),
                                     math.log(cfg.video_spf_max))))
-        scene = clips.scene(b, p, steps, spf, (cfg.scale_min, cfg.scale_max), g)
+        if key_original is None:
+            key_original = bool(cfg.video_key_original) and float(_u(g)) < cfg.video_key_original
+        shift = key_shift(float(r), spf) if key_original else 0.0
+        scene = clips.scene(b, p, steps, spf, (cfg.scale_min, cfg.scale_max), g, shift)
         return _expose(scene, scene.light_at(key)[:, 0], cfg, net, g, rate)
     # Training draws only: the validation sets (speed given) stay those of earlier runs.
     if speed is None and cfg.mosaic_prob and float(_u(g)) < cfg.mosaic_prob:
@@ -394,9 +402,11 @@ def make_validation(images: list[torch.Tensor], cfg: ATSTrainConfig, net: ATSNet
 
 
 #: Validation on held-out video clips (with ``--videos``; logged, not used to pick best.pt):
-#: (name, readout steps per video frame, mean rate; 0: the clip's own light).
-VIDEO_VAL_CONDITIONS: tuple[tuple[str, float, float], ...] = (
-    ("clip-spf40", 40.0, 0.0), ("clip-spf12", 12.0, 0.0), ("clip-dark", 40.0, 0.03),
+#: (name, readout steps per video frame, mean rate (0: the clip's own light), whether the key
+#: instant is an original frame, as in the REDS-simulated recordings).
+VIDEO_VAL_CONDITIONS: tuple[tuple[str, float, float, bool], ...] = (
+    ("clip-spf40", 40.0, 0.0, False), ("clip-spf12", 12.0, 0.0, False),
+    ("clip-dark", 40.0, 0.03, False), ("clip-spf32-key", 32.0, 0.0, True),
 )
 
 
@@ -407,8 +417,9 @@ def make_video_validation(clips: FlowClips, cfg: ATSTrainConfig, net: ATSNetConf
     g = torch.Generator().manual_seed(seed)
     vcfg = ATSTrainConfig(**{**asdict(cfg), "batch": cfg.val_per_condition,
                               "patch": cfg.val_patch})
-    return [(name, *make_batch([], vcfg, net, g, rate=rate, clips=clips, spf=spf))
-            for name, spf, rate in VIDEO_VAL_CONDITIONS]
+    return [(name, *make_batch([], vcfg, net, g, rate=rate, clips=clips, spf=spf,
+                               key_original=key))
+            for name, spf, rate, key in VIDEO_VAL_CONDITIONS]
 
 
 def val_cache_path(digest: str) -> Path:
@@ -421,7 +432,7 @@ def val_cache_path(digest: str) -> Path:
 _NOT_DATA = ("out", "minutes", "lr", "lr_min", "total_steps", "warmup", "ema", "threads",
              "val_minutes", "checkpoint_minutes", "log_every", "workers", "reuse", "seed",
              "model", "init", "reinit", "select_lr", "loss", "mosaic_prob",
-             "turn_prob", "turn_max", "precision")
+             "turn_prob", "turn_max", "precision", "video_key_original")
 #: ... and of those, the ones that only concern the video clips (or only the photos).
 _VIDEO_ONLY = ("videos", "video_share", "video_spf_min", "video_spf_max")
 
@@ -438,7 +449,7 @@ def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig, *, videos: bool = 
         return []
     keys = {k: v for k, v in asdict(cfg).items() if k not in _NOT_DATA + _VIDEO_ONLY}
     # 2 / "video" 1: the layout, (name, x, y); the held-out sources they are drawn from.
-    head = ["video", 1] if videos else [2]
+    head = ["video", 2] if videos else [2]
     files = [str(p) for p in (split_clips(cfg.videos, holdout=True) if videos
                               else _image_files(cfg.images, holdout=True))]
     text = json.dumps([*head, keys, net.radius, files], sort_keys=True)

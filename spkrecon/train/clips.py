@@ -25,17 +25,30 @@ from spkrecon.simulate.scenes import FrameScene, list_frames, load_grey
 
 
 class PairScene(FrameScene):
-    """A :class:`FrameScene` whose frame pairs (and their flows) are given, not estimated."""
+    """A :class:`FrameScene` whose frame pairs (and their flows) are given, not estimated.
+
+    With ``shift``, frame ``k`` is the light at readout step ``k * steps_per_frame - shift``
+    (the scene starts ``shift`` steps into the clip).
+    """
 
     def __init__(self, frames: torch.Tensor, steps_per_frame: float,
-                 pairs: list[FlowPair]) -> None:
+                 pairs: list[FlowPair], shift: float = 0.0) -> None:
         super().__init__(frames, steps_per_frame, interp="flow")
         if len(pairs) != self.count - 1:
             raise ValueError(f"{self.count} frames need {self.count - 1} pairs, got {len(pairs)}")
+        if not 0.0 <= shift < steps_per_frame:
+            raise ValueError(f"shift must be in [0, {steps_per_frame}), got {shift}")
         self.pairs = pairs
+        self.shift = float(shift)
+        if shift:
+            self.num_steps = int(math.floor((self.count - 1) * self.steps_per_frame - shift
+                                            + 1e-9)) + 1
 
     def _pair(self, i: int) -> FlowPair:
         return self.pairs[i]
+
+    def light_at(self, times: torch.Tensor) -> torch.Tensor:
+        return super().light_at(times.double() + self.shift if self.shift else times)
 
 
 def split_clips(folders: list[str], holdout: bool) -> list[Path]:
@@ -99,10 +112,12 @@ class FlowClips:
         return len(self.frames)
 
     def scene(self, n: int, patch: int, steps: int, steps_per_frame: float,
-              scale: tuple[float, float], g: torch.Generator) -> PairScene:
+              scale: tuple[float, float], g: torch.Generator, shift: float = 0.0
+              ) -> PairScene:
         """``n`` random ``patch`` x ``patch`` crops of random clips at a random scale, with the
-        light of frame ``k`` at readout step ``k * steps_per_frame``, covering ``steps``."""
-        need = int(math.ceil((steps - 1) / steps_per_frame)) + 1
+        light of frame ``k`` at readout step ``k * steps_per_frame - shift``, covering
+        ``steps`` (``shift`` in ``[0, steps_per_frame)``; see :func:`key_shift`)."""
+        need = int(math.ceil((steps - 1 + shift) / steps_per_frame)) + 1
         frames, flows = [], []
         for _ in range(n):
             i = int(torch.randint(len(self.frames), (), generator=g))
@@ -131,7 +146,15 @@ class FlowClips:
         pairs = [FlowPair(light[:, j:j + 1], light[:, j + 1:j + 2], fl[:, j, 0:2],
                           fl[:, j, 2:4], fl[:, j, 4:5], fl[:, j, 5:6])
                  for j in range(need - 1)]
-        return PairScene(light, steps_per_frame, pairs)
+        return PairScene(light, steps_per_frame, pairs, shift)
+
+
+def key_shift(key: float, steps_per_frame: float) -> float:
+    """The :meth:`FlowClips.scene` ``shift`` that puts an original video frame at readout
+    step ``key``, as the REDS-simulated recordings (and the video suite at 32 and 16 steps
+    per frame) have it: their ground truth is an original frame, sharp, while the light
+    around it is interpolated between frames (softer)."""
+    return math.ceil(key / steps_per_frame - 1e-9) * steps_per_frame - key
 
 
 def _clip_flows(frames: torch.Tensor, side: int) -> torch.Tensor:

@@ -83,6 +83,65 @@ def test_scene_crops_frames_and_flows_alike(videos: Path, torch_one_thread) -> N
     assert err_flow < 0.5 * err_fade
 
 
+def test_shifted_scene_puts_an_original_frame_at_the_key(videos: Path,
+                                                         torch_one_thread) -> None:
+    from spkrecon.train.clips import key_shift
+
+    clips = FlowClips([str(videos)], holdout=False, flow_side=48)
+    spf, key = 10.0, 15.0
+    shift = key_shift(key, spf)
+    assert shift == pytest.approx(5.0)
+    assert key_shift(20.0, spf) == 0.0 and key_shift(21.0, 8.0) == pytest.approx(3.0)
+    scene = clips.scene(2, 32, 31, spf, (1.0, 1.0), torch.Generator().manual_seed(0), shift)
+    assert scene.num_steps >= 31
+    light = scene.light_at(torch.tensor([key, key + spf, key - 0.5 * spf], dtype=torch.float64))
+    # The key instant is frame 2 of the crop, exactly; one frame later, frame 3.
+    assert torch.allclose(light[:, 0], scene.frames[:, 2], atol=1e-6)
+    assert torch.allclose(light[:, 1], scene.frames[:, 3], atol=1e-6)
+    # Half-way between frames the light is interpolated: not any original frame.
+    assert all((light[:, 2] - scene.frames[:, k]).abs().mean() > 0.01 for k in range(4))
+    with pytest.raises(ValueError, match="shift"):
+        clips.scene(1, 32, 31, spf, (1.0, 1.0), torch.Generator().manual_seed(0), spf)
+
+
+def test_make_batch_key_original(videos: Path, torch_one_thread,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the key on an original frame the truth is that frame of the crop, exactly."""
+    from spkrecon.models.atsnet import ATSNetConfig
+
+    clips = FlowClips([str(videos)], holdout=False, flow_side=48)
+    net = ATSNetConfig(tfp_windows=(3, 7, 15), isi_orders=(1,), snapshot_offsets=(-3, 3),
+                       snapshot_width=3, raw_radius=1)
+    scenes = []
+    real = clips.scene
+
+    def keep(*args, **kwargs):  # the real scene, kept to compare the truth with its frames
+        scenes.append(real(*args, **kwargs))
+        return scenes[-1]
+
+    monkeypatch.setattr(clips, "scene", keep)
+    spf = 0.8 * net.radius  # the key (step radius) then falls on frame 2 of the 5
+    cfg = T.ATSTrainConfig(patch=24, batch=2, video_share=1.0, noise_prob=0.0,
+                           normal_prob=1.0, video_spf_min=spf, video_spf_max=spf)
+
+    def truth(key_original: bool | None, c: T.ATSTrainConfig = cfg) -> torch.Tensor:
+        return T.make_batch([], c, net, torch.Generator().manual_seed(3), clips=clips,
+                            key_original=key_original)[1] / c.alpha  # the light, not a rate
+
+    y = truth(True)
+    assert scenes[-1].shift == pytest.approx(0.6 * net.radius)
+    assert scenes[-1].count == 5  # a whole clip: no frame held at its end
+    assert torch.allclose(y, scenes[-1].frames[:, 2], atol=1e-5)
+    y = truth(False)
+    assert scenes[-1].shift == 0.0  # the key is 1.25 frames in: interpolated light
+    frames = scenes[-1].frames
+    assert min(float((y - frames[:, k]).abs().mean()) for k in range(frames.shape[1])) > 0.01
+    truth(None, T.ATSTrainConfig(**{**cfg.__dict__, "video_key_original": 1.0}))
+    assert scenes[-1].shift == pytest.approx(0.6 * net.radius)
+    truth(None)  # the default, 0: never
+    assert scenes[-1].shift == 0.0
+
+
 def test_make_batch_from_clips(videos: Path, torch_one_thread) -> None:
     from spkrecon.models.atsnet import ATSNetConfig
 
@@ -151,7 +210,7 @@ def test_training_with_videos_logs_their_validation(videos: Path, tmp_path: Path
     T.train(cfg)
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     vals = [r for r in recs if "val" in r]
-    assert vals and all(set(r["val_video"]) == {n for n, _, _ in T.VIDEO_VAL_CONDITIONS}
+    assert vals and all(set(r["val_video"]) == {c[0] for c in T.VIDEO_VAL_CONDITIONS}
                         | {"mean"} for r in vals)
     assert json.loads((out / "config.json").read_text())["videos"] == [str(videos)]
     assert list((tmp_path / "cache").rglob("atsnet-clips-*.pt"))  # both splits cached
