@@ -9,8 +9,12 @@ own sensor model:
   normal light, 257 frames, key frame index 128;
 - light: 0.3, 0.1 and 0.03 spikes per pixel per frame, 0-0.2 px per step, 401 frames, key
   frame index 200;
-- video: real motion from video clips at 40 and 10 readout steps per video frame
-  (flow-interpolated), normal light, 257 frames, key frame index 128.
+- video: real motion from video clips at 40, 32, 16 and 10 readout steps per video frame
+  (flow-interpolated), normal light, 257 frames, key frame index 128;
+- detail and turn: the speed suite's slow half over denser detail, and motion that turns at
+  the key frame;
+- redslike: the video suite's clips shrunk to REDS's density, the key frame an original
+  frame (16 and 8 steps per video frame).
 
 Every method (``--methods all``: every registered one; a method that cannot run, such as
 ``spk2imgnet`` without weights, is skipped with its reason; ``tfp:window=201`` adds a
@@ -21,7 +25,7 @@ See docs/results.md, "The project's suites".
 
 Usage: python benchmarks/eval_suites.py [--images DIR] [--videos DIR] [--out DIR]
        [--methods all|a,b] [--per-condition 6] [--size 128x160] [--seed 0]
-       [--suites speed,light,video,detail,turn]
+       [--suites speed,light,video,detail,turn,redslike]
        [--noise off|realistic] [--markdown FILE] [--plots DIR] [--json FILE] [--threads N]
 """
 
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-condition", type=int, default=6)
     ap.add_argument("--size", type=parse_size, default=(128, 160), help="H x W")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--suites", default="speed,light,video,detail,turn")
+    ap.add_argument("--suites", default="speed,light,video,detail,turn,redslike")
     ap.add_argument("--noise", default="off", choices=("off", "realistic"),
                     help="sensor noise (default off, as 'spkrecon simulate')")
     ap.add_argument("--markdown", type=Path, default=None)
@@ -99,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SpkreconError(f"{args.images} holds {len(images)} held-out image(s); the "
                                 "suites need at least 3")
         clips: list[Path] = []
-        if "video" in names:
+        if any(n in S.VIDEO_SUITES for n in names):
             clips = S.holdout_clips(args.videos) if args.videos.is_dir() else []
             if not clips:
                 raise SpkreconError(f"{args.videos} holds no held-out video clips",
                                     "pass --videos DIR, or --suites speed,light,detail,turn")
         makers = {"speed": S.speed_suite, "light": S.light_suite, "video": S.video_suite,
+                  "redslike": S.redslike_suite,
                   "detail": S.detail_suite, "turn": S.turn_suite}
         specs = [makers[n](args.per_condition, args.size, args.seed, args.noise) for n in names]
         built = []
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                                     description=f"{'reusing' if reused else 'building'} {name}")
 
                 t0 = time.perf_counter()
-                built.append(S.build_suite(spec, clips if spec.name == "video" else images,
+                built.append(S.build_suite(spec, clips if spec.name in S.VIDEO_SUITES else images,
                                            args.out,
                                            advance=lambda k, task=task: progress.advance(task, k),
                                            on_start=start))

@@ -22,6 +22,11 @@ excludes them), written as files, and every registered method is scored on them:
   the views are crops of the frames scaled to cover 3x the view (0.8x for 854x480 clips).
   Each recording notes its measured speed (the mean flow at the key frame, and its 95th
   percentile, px per step).
+- ``redslike``: the video suite in the REDS-simulated recordings' construction at their
+  density of detail: the same held-out clips shrunk to cover 1.1x the view (about 0.29x for
+  854x480 clips, as REDS's 720p frames are to 250x400), 16 and 8 readout steps per video
+  frame, so the key frame is always an original frame (a sharp truth, softer interpolated
+  light around it) and the motion is REDS's speed (0.13-0.16 px/step).
 
 Even-numbered recordings of a condition are camera pans over a still photo (constant
 velocity in a random direction, no zoom, rotation or wobble), odd ones a still camera with
@@ -71,6 +76,8 @@ LIGHT_MAX_SPEED = 0.2
 #: and 16 divide the key frame's index (128), so there the truth is an original video frame
 #: and the motion turns at it, as in the REDS-simulated recordings; 40 and 10 do not.
 VIDEO_SPFS = (40.0, 32.0, 16.0, 10.0)
+#: Readout steps per video frame of the redslike suite (both divide the key frame's index).
+REDSLIKE_SPFS = (16.0, 8.0)
 #: Speeds (px/step) of the detail suite: the scenes of REDS-like recordings move slowly.
 DETAIL_SPEEDS = (0.0, 0.15, 0.5, 1.0)
 #: The detail suite's images are shrunk by this factor (so that this many by this many of
@@ -81,8 +88,10 @@ TURN_SPEEDS = (0.15, 0.5, 1.0)
 #: The turn suite's velocity change at the key frame, as a share of the speed (the
 #: REDS-simulated samples measure 0.2-0.5 at about 0.13 px/step).
 TURN_SHARE = 0.5
-SUITE_NAMES = ("speed", "light", "video", "detail", "turn")
-_SUITE_CODES = {"speed": 1, "light": 2, "video": 3, "detail": 4, "turn": 5}
+SUITE_NAMES = ("speed", "light", "video", "detail", "turn", "redslike")
+_SUITE_CODES = {"speed": 1, "light": 2, "video": 3, "detail": 4, "turn": 5, "redslike": 6}
+#: The suites built from video clips (the others from images).
+VIDEO_SUITES = ("video", "redslike")
 NOISE_CHOICES = ("off", "realistic")
 
 
@@ -196,6 +205,14 @@ def detail_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), see
                      size[1], seed, steps=257, key=128, noise=noise)
 
 
+def redslike_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed: int = 0,
+                   noise: str = "off", spfs: Sequence[float] = REDSLIKE_SPFS) -> SuiteSpec:
+    """The REDS construction on held-out clips: the video suite's clips shrunk to cover 1.1x
+    the view (REDS's density of detail), the key frame an original frame at ``spfs``."""
+    return SuiteSpec("redslike", tuple(float(v) for v in spfs), per_condition, size[0],
+                     size[1], seed, steps=257, key=128, noise=noise, margin=1.1, sprites=0)
+
+
 def turn_suite(per_condition: int = 6, size: tuple[int, int] = (128, 160), seed: int = 0,
                noise: str = "off", speeds: Sequence[float] = TURN_SPEEDS) -> SuiteSpec:
     """Motion that turns at the key frame: as the speed suite at ``speeds``, each velocity
@@ -303,7 +320,7 @@ def plan_recording(spec: SuiteSpec, condition: float, index: int, images: Sequen
     )
     from spkrecon.simulate.scenes import StaticScene, resize_cover
 
-    if spec.name == "video":
+    if spec.name in VIDEO_SUITES:
         return _plan_clip(spec, condition, index, images)
     if not images:
         raise InputError("no held-out images to build the suites from")
@@ -433,8 +450,8 @@ def _plan_clip(spec: SuiteSpec, condition: float, index: int, clips: Sequence[Pa
 
 
 def source_files(spec: SuiteSpec, sources: Sequence[Path]) -> list[Path]:
-    """The files a suite is built from: the images, or (video suite) every clip's frames."""
-    if spec.name != "video":
+    """The files a suite is built from: the images, or (video suites) every clip's frames."""
+    if spec.name not in VIDEO_SUITES:
         return list(sources)
     from spkrecon.simulate.scenes import list_frames
 
@@ -495,10 +512,10 @@ def suite_hash(spec: SuiteSpec, images: Sequence[Path]) -> tuple[str, dict[str, 
     files = source_files(spec, images)
     what: dict[str, Any] = {
         "format": SUITE_FORMAT, "spec": spec.to_dict(),
-        "images": [[f"{p.parent.name}/{p.name}" if spec.name == "video" else p.name,
+        "images": [[f"{p.parent.name}/{p.name}" if spec.name in VIDEO_SUITES else p.name,
                     _sha256(p)] for p in files],
         "simulator": simulator_fingerprint(files), "torch": torch.__version__}
-    if spec.name == "video":
+    if spec.name in VIDEO_SUITES:
         what["video_simulator"] = clip_fingerprint(images)
     text = json.dumps(what, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest(), what
@@ -785,7 +802,8 @@ def summarise(scores: Iterable[dict[str, Any]]) -> dict[tuple[str, float], dict[
 
 _CONDITION_HEADER = {"speed": "speed (px/step)", "light": "light (spikes/frame)",
                      "video": "steps per video frame", "detail": "speed (px/step)",
-                     "turn": "speed before the key frame (px/step)"}
+                     "turn": "speed before the key frame (px/step)",
+                     "redslike": "steps per video frame"}
 
 
 def markdown_tables(result: dict[str, Any], suites: Sequence[str] = SUITE_NAMES) -> str:
@@ -817,7 +835,7 @@ def markdown_tables(result: dict[str, Any], suites: Sequence[str] = SUITE_NAMES)
                 if suite == "light":
                     rates = [per[m]["mean_rate"] for m in ran if m in per]
                     cond += f" (measured {np.mean(rates):.3f})" if rates else ""
-                elif suite == "video":
+                elif suite in VIDEO_SUITES:
                     speeds = [per[m]["speed"] for m in ran if m in per]
                     cond += f" ({np.mean(speeds):.2f} px/step)" if speeds else ""
                 lines.append(f"| {cond} | {n} | " + " | ".join(cells) + " |")

@@ -384,6 +384,35 @@ def test_video_suite_uses_held_out_clips_and_real_motion(tmp_path: Path, clip_di
         assert spikes.size == 24 * 16 * 24 // 8
 
 
+def test_redslike_suite_has_an_original_frame_at_the_key(tmp_path: Path, clip_dir: Path
+                                                         ) -> None:
+    """The REDS construction: the truth is an original frame (shrunk to cover 1.1x the
+    view, denser than the video suite's 3x), and each recording has its own seeds."""
+    from spkrecon.simulate.scenes import list_frames, resize_cover
+
+    assert all(S.redslike_suite().key % spf == 0 for spf in S.REDSLIKE_SPFS)
+    assert "redslike" in S.SUITE_NAMES and "redslike" in S.VIDEO_SUITES
+    base = S.redslike_suite(per_condition=2, size=(16, 24), seed=1, spfs=(4.0,))
+    assert base.margin == pytest.approx(1.1) and base.sprites == 0
+    spec = S.SuiteSpec(**{**base.to_dict(), "conditions": base.conditions, "steps": 24,
+                          "key": 12})
+    clips = S.holdout_clips(clip_dir)
+    with torch_threads(1):
+        folder, meta = S.build_suite(spec, clips, tmp_path / "s")
+        video = S.build_suite(_video(conditions=(4.0,), margin=1.1), clips, tmp_path / "v")[1]
+    for r, v in zip(meta["recordings"], video["recordings"], strict=True):
+        assert r["sensor_seed"] != v["sensor_seed"]  # another suite: other seeds
+        assert r["cover"] == [18, 27]  # 16 x 24 x 1.1, rounded up
+        # Frames of 64 x 96 cover 18 x 27 at x0.28: VSHIFT x 0.28 px per 4 steps.
+        assert r["speed"] == pytest.approx(VSHIFT * 0.28 / 4.0, rel=0.35)
+        files = list_frames(clip_dir / r["clip"])
+        first = [f.name for f in files].index(r["frames"][0])
+        key_frame = files[first - 3 if r["backwards"] else first + 3]  # step 12 = frame 3
+        (ch, cw), (y, x) = r["cover"], r["crop"]
+        want = resize_cover(S._load_image(key_frame), ch, cw)[y:y + 16, x:x + 24]
+        np.testing.assert_allclose(np.load(folder / r["gt"]), want.numpy(), atol=1e-5)
+
+
 def test_video_suite_needs_long_enough_clips(tmp_path: Path, clip_dir: Path) -> None:
     from spkrecon.errors import InputError
 
@@ -407,3 +436,8 @@ def test_command_video_suite(tmp_path: Path, image_dir: Path, clip_dir: Path) ->
                          text=True, timeout=600)
     assert bad.returncode == 2 and "no held-out video clips" in bad.stderr
     assert "Traceback" not in bad.stderr
+    # redslike is built from the same clips: at 8 steps per frame 257 steps need 33 frames.
+    short = subprocess.run([*cmd[:-3], "redslike", *cmd[-2:]], capture_output=True, text=True,
+                           timeout=600)
+    assert short.returncode == 2 and "has 28 frames" in short.stderr
+    assert "Traceback" not in short.stderr
