@@ -142,6 +142,36 @@ def test_make_batch_key_original(videos: Path, torch_one_thread,
     assert scenes[-1].shift == 0.0
 
 
+def test_video_scale_range(videos: Path, torch_one_thread,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``video_scale_min/max`` set the clips' crop scale (0: the photos' range); the video
+    validation keeps the photos' range, so its cached batches do not depend on them."""
+    from spkrecon.models.atsnet import ATSNetConfig
+
+    clips = FlowClips([str(videos)], holdout=False, flow_side=48)
+    net = ATSNetConfig(tfp_windows=(3, 7, 15), isi_orders=(1,), snapshot_offsets=(-3, 3),
+                       snapshot_width=3, raw_radius=1)
+    sides = []
+    real = clips.scene
+
+    def keep(*args, **kwargs):  # the real scene; its crop side tells the scale drawn
+        scene = real(*args, **kwargs)
+        sides.append(args[4])
+        return scene
+
+    monkeypatch.setattr(clips, "scene", keep)
+    cfg = T.ATSTrainConfig(patch=24, batch=1, video_share=1.0, noise_prob=0.0,
+                           scale_min=0.9, scale_max=1.0, video_scale_min=0.3,
+                           video_scale_max=0.4)
+    T.make_batch([], cfg, net, torch.Generator().manual_seed(0), clips=clips)
+    assert sides[-1] == (0.3, 0.4)
+    plain = T.ATSTrainConfig(**{**cfg.__dict__, "video_scale_min": 0.0, "video_scale_max": 0.0})
+    T.make_batch([], plain, net, torch.Generator().manual_seed(0), clips=clips)
+    assert sides[-1] == (0.9, 1.0)
+    val = T.make_video_validation(clips, cfg, net)
+    assert len(val) == len(T.VIDEO_VAL_CONDITIONS) and set(sides[2:]) == {(0.9, 1.0)}
+
+
 def test_make_batch_from_clips(videos: Path, torch_one_thread) -> None:
     from spkrecon.models.atsnet import ATSNetConfig
 
