@@ -456,7 +456,8 @@ def cached_validation(cfg: ATSTrainConfig, net: ATSNetConfig, *, videos: bool = 
     if videos and not cfg.videos:
         return []
     keys = {k: v for k, v in asdict(cfg).items() if k not in _NOT_DATA + _VIDEO_ONLY}
-    # 2 / "video" 1: the layout, (name, x, y); the held-out sources they are drawn from.
+    # 2 / "video" 2: the layout, (name, x, y) (video: 4 conditions since clip-spf32-key);
+    # the held-out sources they are drawn from.
     head = ["video", 2] if videos else [2]
     files = [str(p) for p in (split_clips(cfg.videos, holdout=True) if videos
                               else _image_files(cfg.images, holdout=True))]

@@ -40,15 +40,14 @@ class PairScene(FrameScene):
             raise ValueError(f"shift must be in [0, {steps_per_frame}), got {shift}")
         self.pairs = pairs
         self.shift = float(shift)
-        if shift:
-            self.num_steps = int(math.floor((self.count - 1) * self.steps_per_frame - shift
-                                            + 1e-9)) + 1
+        self.num_steps = int(math.floor((self.count - 1) * self.steps_per_frame - shift
+                                        + 1e-9)) + 1
 
     def _pair(self, i: int) -> FlowPair:
         return self.pairs[i]
 
     def light_at(self, times: torch.Tensor) -> torch.Tensor:
-        return super().light_at(times.double() + self.shift if self.shift else times)
+        return super().light_at(times.double() + self.shift)
 
 
 def split_clips(folders: list[str], holdout: bool) -> list[Path]:
